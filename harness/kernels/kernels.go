@@ -1,0 +1,127 @@
+// Package kernels provides the kernels guests boot. Every source of kernels
+// (Debian's prebuilt packages today; source builds and user-supplied images
+// on the roadmap) is a Provider, and every kernel it yields is described the
+// same way, so the rest of the harness never cares where a kernel came from.
+package kernels
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"layer45/harness/cache"
+)
+
+// Package is one distribution package a kernel was made from, recorded so a
+// report says exactly what ran.
+type Package struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// Kernel is a bootable kernel with what is needed to build modules for it.
+type Kernel struct {
+	// Release is what `uname -r` prints in the guest.
+	Release string `json:"release"`
+	// Image is the bzImage QEMU boots with -kernel.
+	Image string `json:"image"`
+	// ModulesDir is lib/modules/<Release> with modules.dep.
+	ModulesDir string `json:"modules_dir"`
+	// BuildDir is the kbuild directory out-of-tree modules are built against
+	// (make -C BuildDir M=...).
+	BuildDir string `json:"build_dir"`
+	// Layer45Builtin says Layer 4.5 is compiled into the kernel, so the guest
+	// must not load layer4_5.ko.
+	Layer45Builtin bool `json:"layer45_builtin"`
+	// Provider names where it came from; Packages what it was made of.
+	Provider string    `json:"provider"`
+	Packages []Package `json:"packages,omitempty"`
+}
+
+// String is a one-line description for logs and reports.
+func (k *Kernel) String() string {
+	var pk []string
+	for _, p := range k.Packages {
+		pk = append(pk, p.Name+"="+p.Version)
+	}
+	s := k.Provider + " " + k.Release
+	if len(pk) > 0 {
+		s += " (" + strings.Join(pk, ", ") + ")"
+	}
+	return s
+}
+
+// Provider yields a kernel, fetching or building it into the cache if needed.
+type Provider interface {
+	// Name identifies the provider and its parameters, e.g. "debian:bookworm".
+	Name() string
+	// Kernel returns the kernel, making it if it is not cached yet. Progress
+	// of long steps (downloads, builds) goes to progress.
+	Kernel(ctx context.Context, progress io.Writer) (*Kernel, error)
+}
+
+const manifestName = "kernel.json"
+
+// writeManifest records k in the cache entry dir. Paths are stored relative
+// to dir because an entry is built elsewhere and renamed into place.
+func writeManifest(dir string, k *Kernel) error {
+	rel := *k
+	for _, p := range []*string{&rel.Image, &rel.ModulesDir, &rel.BuildDir} {
+		if *p == "" {
+			continue
+		}
+		r, err := filepath.Rel(dir, *p)
+		if err != nil {
+			return err
+		}
+		*p = r
+	}
+	b, err := json.MarshalIndent(&rel, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, manifestName), append(b, '\n'), 0o644)
+}
+
+// readManifest loads a cached kernel's description and checks that the files
+// it names are there, so a damaged cache is reported, not booted.
+func readManifest(dir string) (*Kernel, error) {
+	b, err := os.ReadFile(filepath.Join(dir, manifestName))
+	if err != nil {
+		return nil, fmt.Errorf("kernel cache entry %s is damaged (%w): remove it and run again", dir, err)
+	}
+	var k Kernel
+	if err := json.Unmarshal(b, &k); err != nil {
+		return nil, fmt.Errorf("kernel cache entry %s has a corrupt %s (%v): remove the directory and run again", dir, manifestName, err)
+	}
+	for _, p := range []*string{&k.Image, &k.ModulesDir, &k.BuildDir} {
+		if *p == "" {
+			continue
+		}
+		*p = filepath.Join(dir, *p)
+		if _, err := os.Stat(*p); err != nil {
+			return nil, fmt.Errorf("kernel cache entry %s is incomplete (%v): remove the directory and run again", dir, err)
+		}
+	}
+	return &k, nil
+}
+
+// Parse turns a kernel spec (as given in $L45_KERNEL or on a command line)
+// into a provider that keeps what it makes in c. An empty spec is the
+// default kernel.
+func Parse(spec string, c *cache.Cache) (Provider, error) {
+	name, arg, _ := strings.Cut(spec, ":")
+	switch name {
+	case "", "debian":
+		if arg == "" {
+			arg = DefaultDebianSuite
+		}
+		return &Debian{Suite: arg, Cache: c}, nil
+	default:
+		return nil, fmt.Errorf("unknown kernel %q: use \"debian\" or \"debian:SUITE\" (the default is debian:%s)", spec, DefaultDebianSuite)
+	}
+}

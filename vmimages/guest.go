@@ -1,0 +1,175 @@
+package vmimages
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"layer45/harness/cache"
+	"layer45/harness/kernels"
+)
+
+// GuestPrograms are the host programs every guest carries, with their
+// libraries. They come from Debian packages the set-up installs.
+var GuestPrograms = []string{"/usr/bin/dig", "/usr/sbin/dnsmasq"}
+
+// GuestModules are the kernel modules a guest loads at boot, before the
+// agent looks for its port: virtio transport, console (the agent's port),
+// network, block and ext4 (the persistent disk). Built-in ones are skipped.
+var GuestModules = []string{"virtio_pci", "virtio_console", "virtio_net", "virtio_blk", "ext4"}
+
+// ModulesLoadPath lists, in load order, the modules the agent loads at boot.
+const ModulesLoadPath = "/etc/l45/modules.load"
+
+const busyboxPath = "/bin/busybox"
+
+// Compose describes the standard guest image for kernel k, with agent as
+// /init.
+func Compose(k *kernels.Kernel, agent string) (*Image, error) {
+	im := New()
+	im.AddFile("/init", agent, 0o755)
+	for _, d := range []string{"/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/var/run", "/mnt"} {
+		im.AddDir(d, 0o755)
+	}
+	for _, p := range GuestPrograms {
+		if err := im.AddProgram(p); err != nil {
+			return nil, fmt.Errorf("%w (the set-up installs it: make setup)", err)
+		}
+	}
+	if err := addBusybox(im); err != nil {
+		return nil, err
+	}
+	im.AddBytes("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644)
+	im.AddBytes("/etc/group", []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
+	im.AddBytes("/etc/hosts", []byte("127.0.0.1 localhost\n"), 0o644)
+	// dig reads resolv.conf even when given @server.
+	im.AddBytes("/etc/resolv.conf", []byte("nameserver 127.0.0.1\n"), 0o644)
+
+	idx, err := readModuleIndex(k.ModulesDir)
+	if err != nil {
+		return nil, err
+	}
+	files, err := idx.loadOrder(GuestModules...)
+	if err != nil {
+		return nil, err
+	}
+	var load strings.Builder
+	for _, f := range files {
+		if strings.HasSuffix(f, ".ko.xz") || strings.HasSuffix(f, ".ko.zst") || strings.HasSuffix(f, ".ko.gz") {
+			return nil, fmt.Errorf("kernel %s ships compressed module %s: not supported yet", k.Release, f)
+		}
+		guest := path.Join("/usr/lib/modules", k.Release, f)
+		im.AddFile(guest, filepath.Join(k.ModulesDir, f), 0o644)
+		load.WriteString(guest + "\n")
+	}
+	im.AddBytes(ModulesLoadPath, []byte(load.String()), 0o644)
+	return im, nil
+}
+
+func addBusybox(im *Image) error {
+	if _, err := os.Stat(busyboxPath); err != nil {
+		return fmt.Errorf("busybox: %w (install busybox-static: make setup)", err)
+	}
+	out, err := exec.Command(busyboxPath, "--list-full").Output()
+	if err != nil {
+		return fmt.Errorf("busybox --list-full: %w", err)
+	}
+	if libs, err := sharedLibraries(busyboxPath); err != nil || len(libs) > 0 {
+		return fmt.Errorf("%s is not statically linked: install busybox-static", busyboxPath)
+	}
+	im.AddFile(busyboxPath, busyboxPath, 0o755)
+	for _, applet := range strings.Fields(string(out)) {
+		p := "/" + applet
+		if im.Has(p) {
+			continue
+		}
+		im.AddSymlink(p, busyboxPath)
+	}
+	return nil
+}
+
+// BuildAgent compiles the guest agent as a static binary into dir.
+func BuildAgent(ctx context.Context, dir string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "l45-agent")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./vmimages/agent")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build guest agent: %w\n%s", err, stderr.String())
+	}
+	return out, nil
+}
+
+// ModuleRoot finds the repository's top directory (where go.mod is) from
+// the working directory, which go test sets to a package inside it.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && bytes.HasPrefix(b, []byte("module layer45\n")) {
+			return d, nil
+		}
+		if d == filepath.Dir(d) {
+			return "", fmt.Errorf("cannot find the layer45 repository above %s: run from inside it", dir)
+		}
+	}
+}
+
+var guestImages sync.Map // kernel release+image -> *imageResult
+
+type imageResult struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// GuestImage returns the path of the cached initramfs for kernel k, building
+// the agent and composing the image the first time in this process (and
+// only when its content changed across processes).
+func GuestImage(ctx context.Context, c *cache.Cache, k *kernels.Kernel) (string, error) {
+	v, _ := guestImages.LoadOrStore(k.Image, &imageResult{})
+	r := v.(*imageResult)
+	r.once.Do(func() { r.path, r.err = guestImage(ctx, c, k) })
+	return r.path, r.err
+}
+
+func guestImage(ctx context.Context, c *cache.Cache, k *kernels.Kernel) (string, error) {
+	tmp, err := os.MkdirTemp("", "l45-agent-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	agent, err := BuildAgent(ctx, tmp)
+	if err != nil {
+		return "", err
+	}
+	im, err := Compose(k, agent)
+	if err != nil {
+		return "", err
+	}
+	digest, err := im.Digest()
+	if err != nil {
+		return "", err
+	}
+	dir, err := c.Get(ctx, cache.Key("initramfs-"+k.Release, digest), func(_ context.Context, dir string) error {
+		return im.WriteFile(filepath.Join(dir, "initramfs.cpio"))
+	})
+	if err != nil {
+		return "", fmt.Errorf("guest image for %s: %w", k.Release, err)
+	}
+	return filepath.Join(dir, "initramfs.cpio"), nil
+}
