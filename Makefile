@@ -1,0 +1,45 @@
+# The two commands a newcomer needs are `make e2e` (the end-to-end suites on
+# the default kernel, with a per-rule verdict) and `make test` (every test).
+# Both install what is missing first.
+
+# Debian packages the harness uses: QEMU, the guests' programs (busybox, dig,
+# dnsmasq), the kernel module toolchain, kmod for depmod, e2fsprogs for
+# persistent guest disks.
+PACKAGES := qemu-system-x86 busybox-static bind9-dnsutils dnsmasq-base \
+	build-essential bc bison flex libelf-dev libssl-dev kmod cpio e2fsprogs \
+	xz-utils zstd
+
+GO ?= go
+# Guest tests share 2 cores; one test package at a time keeps boots paced.
+TESTFLAGS ?= -count=1 -p 1 -timeout 80m
+
+.PHONY: setup packages test e2e bench clean-cache
+
+setup: packages
+	$(GO) run ./cmd/l45 setup
+
+packages:
+	@missing=""; for p in $(PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "packages: all present"; exit 0; fi; \
+	echo "packages: installing$$missing"; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "error: these Debian packages are missing:$$missing" >&2; \
+		echo "run as root: apt-get install -y$$missing   (or: sudo make setup)" >&2; exit 1; \
+	fi; \
+	apt-get update -q || { echo "error: apt-get update failed: no access to the Debian archive?" >&2; exit 1; }; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing || \
+		{ echo "error: could not install:$$missing" >&2; exit 1; }
+
+test: setup
+	$(GO) test $(TESTFLAGS) ./...
+
+e2e: setup
+	$(GO) run ./cmd/l45 e2e
+
+bench: setup
+	$(GO) test -run '^$$' -bench . -benchtime 5x -count=1 -timeout 60m ./harness/vm/
+
+clean-cache:
+	rm -rf "$${L45_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/layer45}"

@@ -1,0 +1,44 @@
+package qemu
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestArgsWireConsoleAgentNICsAndDisks(t *testing.T) {
+	c := &Config{
+		Name: "client", Kernel: "/k/vmlinuz", Initrd: "/k/initrd", MemoryMiB: 512, CPUs: 1,
+		Accel: TCG, AgentSocket: "/tmp/x/agent.sock",
+		Append: []string{"console=ttyS0", "l45.net=eth0,10.0.0.40/24"},
+		NICs:   []NIC{{MAC: "52:54:00:00:00:01", Socket: "/tmp/x/hub.sock"}},
+		Disks:  []Disk{{Path: "/tmp/x/disk.img", ReadOnly: true}},
+	}
+	args := strings.Join(c.Args(), " ")
+	for _, want := range []string{
+		"-accel tcg",
+		"-no-reboot",
+		"-kernel /k/vmlinuz -initrd /k/initrd",
+		"-append console=ttyS0 l45.net=eth0,10.0.0.40/24",
+		"-serial chardev:con",
+		"socket,id=agent,path=/tmp/x/agent.sock,server=on,wait=off",
+		"virtserialport,bus=vser.0,chardev=agent,name=" + AgentPortName,
+		"-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/tmp/x/hub.sock",
+		"virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01",
+		"file=/tmp/x/disk.img,format=raw,if=none,id=disk0,readonly=on",
+	} {
+		require.Contains(t, args, want)
+	}
+	require.NotContains(t, args, "-cpu host", "TCG must not ask for the host CPU model")
+	c.Accel = KVM
+	require.Contains(t, strings.Join(c.Args(), " "), "-accel kvm -cpu host")
+}
+
+func TestCommandLineQuotesForTheShell(t *testing.T) {
+	c := &Config{Name: "a b", Kernel: "k", Initrd: "i", MemoryMiB: 1, CPUs: 1, Accel: TCG,
+		Append: []string{"x=1", "it's"}}
+	cl := c.CommandLine()
+	require.True(t, strings.HasPrefix(cl, Binary+" -name 'a b' "))
+	require.Contains(t, cl, `-append 'x=1 it'\''s'`)
+}
