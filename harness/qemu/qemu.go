@@ -70,6 +70,11 @@ func (c *Config) Args() []string {
 		"-no-reboot",
 		"-machine", "q35", "-m", strconv.Itoa(c.MemoryMiB), "-smp", strconv.Itoa(c.CPUs),
 		"-accel", string(c.Accel),
+	}
+	if c.Accel == KVM {
+		a = append(a, "-cpu", "host")
+	}
+	a = append(a,
 		"-kernel", c.Kernel, "-initrd", c.Initrd,
 		"-append", strings.Join(c.Append, " "),
 		// The console is QEMU's standard output: the harness streams it.
@@ -77,12 +82,9 @@ func (c *Config) Args() []string {
 		"-device", "virtio-serial-pci,id=vser",
 		// wait=off: QEMU starts without the host connected; the host
 		// connects and then waits for the agent's hello.
-		"-chardev", "socket,id=agent,path=" + c.AgentSocket + ",server=on,wait=off",
-		"-device", "virtserialport,bus=vser.0,chardev=agent,name=" + AgentPortName,
-	}
-	if c.Accel == KVM {
-		a = append(a, "-cpu", "host")
-	}
+		"-chardev", "socket,id=agent,path="+c.AgentSocket+",server=on,wait=off",
+		"-device", "virtserialport,bus=vser.0,chardev=agent,name="+AgentPortName,
+	)
 	for i, n := range c.NICs {
 		id := "net" + strconv.Itoa(i)
 		a = append(a,
