@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"layer45/harness/cache"
+	"layer45/harness/control"
 	"layer45/harness/kernels"
 )
 
@@ -29,11 +30,12 @@ const ModulesLoadPath = "/etc/l45/modules.load"
 
 const busyboxPath = "/bin/busybox"
 
-// Compose describes the standard guest image for kernel k, with agent as
-// /init.
-func Compose(k *kernels.Kernel, agent string) (*Image, error) {
+// Compose describes the standard guest image for kernel k with the
+// harness's own guest programs.
+func Compose(k *kernels.Kernel, tools Tools) (*Image, error) {
 	im := New()
-	im.AddFile("/init", agent, 0o755)
+	im.AddFile("/init", tools.Agent, 0o755)
+	im.AddFile(control.GuestTool, tools.L45ctl, 0o755)
 	for _, d := range []string{"/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/var/run", "/mnt"} {
 		im.AddDir(d, 0o755)
 	}
@@ -94,22 +96,31 @@ func addBusybox(im *Image) error {
 	return nil
 }
 
-// BuildAgent compiles the guest agent as a static binary into dir.
-func BuildAgent(ctx context.Context, dir string) (string, error) {
+// Tools are the harness's own programs in the guest, built from this
+// repository as static binaries.
+type Tools struct {
+	Agent  string // PID 1
+	L45ctl string // Layer 4.5 control requests
+}
+
+// BuildTools compiles the guest programs into dir.
+func BuildTools(ctx context.Context, dir string) (Tools, error) {
 	root, err := ModuleRoot()
 	if err != nil {
-		return "", err
+		return Tools{}, err
 	}
-	out := filepath.Join(dir, "l45-agent")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./vmimages/agent")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build guest agent: %w\n%s", err, stderr.String())
+	t := Tools{Agent: filepath.Join(dir, "l45-agent"), L45ctl: filepath.Join(dir, "l45ctl")}
+	for pkg, out := range map[string]string{"./vmimages/agent": t.Agent, "./vmimages/l45ctl": t.L45ctl} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			return Tools{}, fmt.Errorf("build guest program %s: %w\n%s", pkg, err, stderr.String())
+		}
 	}
-	return out, nil
+	return t, nil
 }
 
 // ModuleRoot finds the repository's top directory (where go.mod is) from
@@ -153,11 +164,11 @@ func guestImage(ctx context.Context, c *cache.Cache, k *kernels.Kernel) (string,
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	agent, err := BuildAgent(ctx, tmp)
+	tools, err := BuildTools(ctx, tmp)
 	if err != nil {
 		return "", err
 	}
-	im, err := Compose(k, agent)
+	im, err := Compose(k, tools)
 	if err != nil {
 		return "", err
 	}
