@@ -14,6 +14,7 @@ import (
 	"layer45/harness/cache"
 	"layer45/harness/control"
 	"layer45/harness/kernels"
+	"layer45/harness/traffic"
 )
 
 // GuestPrograms are the host programs every guest carries, with their
@@ -36,6 +37,7 @@ func Compose(k *kernels.Kernel, tools Tools) (*Image, error) {
 	im := New()
 	im.AddFile("/init", tools.Agent, 0o755)
 	im.AddFile(control.GuestTool, tools.L45ctl, 0o755)
+	im.AddFile(traffic.GuestTool, tools.L45net, 0o755)
 	for _, d := range []string{"/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/var/run", "/mnt"} {
 		im.AddDir(d, 0o755)
 	}
@@ -101,6 +103,7 @@ func addBusybox(im *Image) error {
 type Tools struct {
 	Agent  string // PID 1
 	L45ctl string // Layer 4.5 control requests
+	L45net string // socket calls on demand
 }
 
 // BuildTools compiles the guest programs into dir.
@@ -109,8 +112,8 @@ func BuildTools(ctx context.Context, dir string) (Tools, error) {
 	if err != nil {
 		return Tools{}, err
 	}
-	t := Tools{Agent: filepath.Join(dir, "l45-agent"), L45ctl: filepath.Join(dir, "l45ctl")}
-	for pkg, out := range map[string]string{"./vmimages/agent": t.Agent, "./vmimages/l45ctl": t.L45ctl} {
+	t := Tools{Agent: filepath.Join(dir, "l45-agent"), L45ctl: filepath.Join(dir, "l45ctl"), L45net: filepath.Join(dir, "l45net")}
+	for pkg, out := range map[string]string{"./vmimages/agent": t.Agent, "./vmimages/l45ctl": t.L45ctl, "./vmimages/l45net": t.L45net} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -1,0 +1,170 @@
+// Package traffic drives l45net, the harness's socket tool in guests, and
+// decodes what it reports. l45net makes exactly the system calls a test asks
+// for (send or sendmsg with several segments, recvmsg with a given buffer,
+// blocking or not, connected or not, from a thread with its own name) and
+// reports bytes, flags and errno names, so a test asserts on what the
+// application really saw.
+package traffic
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// GuestTool is where l45net lives in guest images.
+const GuestTool = "/usr/bin/l45net"
+
+// Client describes one client run: messages sent to a peer, each followed
+// by a receive when Recv is set.
+type Client struct {
+	Proto       string        // "udp" or "tcp"
+	To          string        // host:port
+	From        string        // optional local host:port to bind
+	Messages    []string      // sent in order
+	Segments    int           // split each message into this many iovecs (sendmsg); 0/1 = one buffer (send)
+	Recv        bool          // receive after each send
+	RecvBuf     int           // receive buffer size (default 4096)
+	RecvSegs    int           // split the receive buffer into this many iovecs
+	ExtraRecv   int           // further receives after the last message (TCP leftovers)
+	Connect     bool          // UDP: connect() first (TCP always connects)
+	NonBlock    bool          // non-blocking socket
+	Timeout     time.Duration // SO_RCVTIMEO for blocking receives (default 2s)
+	ThreadName  string        // run the socket calls on a thread with this comm
+	CloseEarly  bool          // close the socket without reading replies
+	PauseBefore time.Duration // sleep between socket creation/connect and the first send
+}
+
+// Args is the l45net command line for c.
+func (c Client) Args() []string {
+	a := []string{GuestTool, c.Proto, "-to", c.To}
+	if c.From != "" {
+		a = append(a, "-from", c.From)
+	}
+	for _, m := range c.Messages {
+		a = append(a, "-msg", m)
+	}
+	add := func(flag string, v int) {
+		if v != 0 {
+			a = append(a, flag, strconv.Itoa(v))
+		}
+	}
+	add("-segments", c.Segments)
+	add("-recv-buf", c.RecvBuf)
+	add("-recv-segs", c.RecvSegs)
+	add("-extra-recv", c.ExtraRecv)
+	if c.Recv {
+		a = append(a, "-recv")
+	}
+	if c.Connect {
+		a = append(a, "-connect")
+	}
+	if c.NonBlock {
+		a = append(a, "-nonblock")
+	}
+	if c.Timeout != 0 {
+		a = append(a, "-timeout", c.Timeout.String())
+	}
+	if c.ThreadName != "" {
+		a = append(a, "-thread-name", c.ThreadName)
+	}
+	if c.PauseBefore != 0 {
+		a = append(a, "-pause", c.PauseBefore.String())
+	}
+	return a
+}
+
+// Server describes an echo server: every message received is sent back
+// (UDP to its sender, TCP on its connection), prefixed with Prefix.
+type Server struct {
+	Proto  string
+	Listen string // host:port
+	Prefix string
+}
+
+// Args is the l45net command line for s.
+func (s Server) Args() []string {
+	a := []string{GuestTool, s.Proto + "-serve", "-listen", s.Listen}
+	if s.Prefix != "" {
+		a = append(a, "-prefix", s.Prefix)
+	}
+	return a
+}
+
+// Op is one system call's outcome.
+type Op struct {
+	Call  string `json:"call"`            // "send", "sendmsg", "recvmsg", "connect", ...
+	N     int    `json:"n"`               // return value when >= 0
+	Errno string `json:"errno,omitempty"` // e.g. "EAGAIN", empty on success
+	Data  string `json:"data,omitempty"`  // bytes received
+	Trunc bool   `json:"trunc,omitempty"` // MSG_TRUNC in msg_flags
+}
+
+// Failed reports whether the call returned an error.
+func (o Op) Failed() bool { return o.Errno != "" }
+
+// Report is what a client run did, in order.
+type Report struct {
+	Ops []Op `json:"ops"`
+	// Comm and ThreadComm are the process's and the I/O thread's names as
+	// the kernel saw them.
+	Comm       string `json:"comm"`
+	ThreadComm string `json:"thread_comm"`
+}
+
+// Calls returns the ops of one kind, in order.
+func (r *Report) Calls(call string) []Op {
+	var out []Op
+	for _, o := range r.Ops {
+		if o.Call == call {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// Received is the data of every successful receive, in order.
+func (r *Report) Received() []string {
+	var out []string
+	for _, o := range r.Ops {
+		if strings.HasPrefix(o.Call, "recv") && !o.Failed() {
+			out = append(out, o.Data)
+		}
+	}
+	return out
+}
+
+// ParseReport decodes l45net's standard output.
+func ParseReport(b []byte) (*Report, error) {
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("l45net output is not a report (%v): %q", err, b)
+	}
+	return &r, nil
+}
+
+// ServerLine is one message an echo server handled (it prints one JSON
+// object per line).
+type ServerLine struct {
+	From string `json:"from"`
+	Data string `json:"data"`
+	Err  string `json:"errno,omitempty"`
+}
+
+// ParseServerLog decodes an echo server's standard output.
+func ParseServerLog(b []byte) ([]ServerLine, error) {
+	var out []ServerLine
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if l == "" {
+			continue
+		}
+		var s ServerLine
+		if err := json.Unmarshal([]byte(l), &s); err != nil {
+			return nil, fmt.Errorf("l45net server line %q: %v", l, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}

@@ -1,0 +1,111 @@
+package traffic
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// buildTool compiles l45net for the host: its system calls are tested here
+// on loopback, so guest tests only prove what Layer 4.5 changes.
+func buildTool(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "l45net")
+	out, err := exec.Command("go", "build", "-o", bin, "layer45/vmimages/l45net").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return bin
+}
+
+func freePort(t *testing.T, network string) int {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startServer(t *testing.T, bin string, s Server) *bytes.Buffer {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(bin, s.Args()[1:]...)
+	cmd.Stdout = &out
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	time.Sleep(200 * time.Millisecond)
+	return &out
+}
+
+func runClient(t *testing.T, bin string, c Client) *Report {
+	t.Helper()
+	out, err := exec.Command(bin, c.Args()[1:]...).Output()
+	require.NoError(t, err)
+	r, err := ParseReport(out)
+	require.NoError(t, err)
+	return r
+}
+
+func TestToolOnLoopback(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a program; skipped with -short")
+	}
+	bin := buildTool(t)
+
+	t.Run("udp echo with segments and a named thread", func(t *testing.T) {
+		port := freePort(t, "udp")
+		log := startServer(t, bin, Server{Proto: "udp", Listen: fmt.Sprintf("127.0.0.1:%d", port), Prefix: "re:"})
+		r := runClient(t, bin, Client{Proto: "udp", To: fmt.Sprintf("127.0.0.1:%d", port),
+			Messages: []string{"hello", "world!"}, Segments: 3, Recv: true, ThreadName: "worker"})
+		require.Equal(t, []string{"re:hello", "re:world!"}, r.Received())
+		require.Len(t, r.Calls("sendmsg"), 2)
+		require.Equal(t, 5, r.Calls("sendmsg")[0].N)
+		require.Equal(t, "worker", r.ThreadComm)
+		require.Equal(t, "l45net", r.Comm)
+		lines, err := ParseServerLog(log.Bytes())
+		require.NoError(t, err)
+		require.Len(t, lines, 2)
+		require.Equal(t, "hello", lines[0].Data)
+	})
+
+	t.Run("udp truncation is reported", func(t *testing.T) {
+		port := freePort(t, "udp")
+		startServer(t, bin, Server{Proto: "udp", Listen: fmt.Sprintf("127.0.0.1:%d", port)})
+		r := runClient(t, bin, Client{Proto: "udp", To: fmt.Sprintf("127.0.0.1:%d", port), Connect: true,
+			Messages: []string{"0123456789"}, Recv: true, RecvBuf: 4})
+		rc := r.Calls("recvmsg")
+		require.Len(t, rc, 1)
+		require.Equal(t, "0123", rc[0].Data)
+		require.True(t, rc[0].Trunc)
+	})
+
+	t.Run("tcp echo and leftovers", func(t *testing.T) {
+		port := freePort(t, "tcp")
+		startServer(t, bin, Server{Proto: "tcp", Listen: fmt.Sprintf("127.0.0.1:%d", port), Prefix: ">"})
+		r := runClient(t, bin, Client{Proto: "tcp", To: fmt.Sprintf("127.0.0.1:%d", port),
+			Messages: []string{"abcdef"}, Recv: true, RecvBuf: 4, ExtraRecv: 1})
+		require.Equal(t, "connect", r.Ops[0].Call)
+		require.Equal(t, ">abcdef", strings.Join(r.Received(), ""))
+	})
+
+	t.Run("non-blocking receive with nothing to read says EAGAIN", func(t *testing.T) {
+		port := freePort(t, "udp")
+		// No server: the datagram goes nowhere.
+		r := runClient(t, bin, Client{Proto: "udp", To: fmt.Sprintf("127.0.0.1:%d", port), From: "127.0.0.1:0",
+			Messages: []string{"x"}, Recv: true, NonBlock: true, Timeout: 100 * time.Millisecond})
+		require.Equal(t, "EAGAIN", r.Calls("recvmsg")[0].Errno)
+	})
+}
