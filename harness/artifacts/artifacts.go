@@ -103,3 +103,17 @@ func (d *Dir) Finish(failed bool) (kept string) {
 	os.Remove(filepath.Dir(d.path))
 	return ""
 }
+
+// WriteSummary writes a file that describes a whole run (the per-rule
+// verdict, say) at the top of the evidence root and returns its path.
+func WriteSummary(name string, data []byte) (string, error) {
+	root := Root()
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", fmt.Errorf("evidence root: %w", err)
+	}
+	p := filepath.Join(root, name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		return "", fmt.Errorf("evidence: %w", err)
+	}
+	return p, nil
+}

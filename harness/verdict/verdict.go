@@ -1,0 +1,273 @@
+// Package verdict turns a `go test -json` stream of the end-to-end suites
+// into a per-rule verdict: which tests prove each rule of the Layer 4.5
+// contract (a test names its rule, as in TestR3_DropOnSend or a subtest
+// R3/drop-send), whether they passed, and where a failure's evidence is.
+package verdict
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strings"
+	"text/tabwriter"
+)
+
+// Rules is the contract's rule list; a rule no test names is MISSING.
+var Rules = func() []string {
+	var r []string
+	for i := 1; i <= 16; i++ {
+		r = append(r, fmt.Sprintf("R%d", i))
+	}
+	return r
+}()
+
+// event is one line of `go test -json` (test2json).
+type event struct {
+	Action  string
+	Package string
+	Test    string
+	Output  string
+	Elapsed float64
+}
+
+// Test is one test's outcome.
+type Test struct {
+	Package  string  `json:"package"`
+	Name     string  `json:"name"`
+	Result   string  `json:"result"` // pass, fail, skip
+	Seconds  float64 `json:"seconds"`
+	Evidence string  `json:"evidence,omitempty"`
+}
+
+// Rule is one rule's verdict.
+type Rule struct {
+	Rule     string   `json:"rule"`
+	Result   string   `json:"result"` // PASS, FAIL, SKIP, MISSING
+	Tests    []Test   `json:"tests"`
+	Evidence []string `json:"evidence,omitempty"`
+}
+
+// Summary is the whole verdict.
+type Summary struct {
+	Rules []Rule `json:"rules"`
+	// Failed lists failing tests that name no rule (harness tests, say).
+	Unruled []Test `json:"unruled_failures,omitempty"`
+	// Build lists packages that did not build or whose binary died.
+	Broken []string `json:"broken_packages,omitempty"`
+}
+
+var ruleRe = regexp.MustCompile(`^R(\d{1,2})$`)
+
+// rulesOf returns the rule ids a test name claims: words of the name
+// (split at / and _) that are R<n>.
+func rulesOf(name string) []string {
+	var out []string
+	seen := map[string]bool{}
+	name = strings.TrimPrefix(name, "Test")
+	for _, word := range strings.FieldsFunc(name, func(r rune) bool { return r == '/' || r == '_' }) {
+		m := ruleRe.FindStringSubmatch(word)
+		if m == nil {
+			continue
+		}
+		id := "R" + strings.TrimLeft(m[1], "0")
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+var evidenceRe = regexp.MustCompile(`evidence: (\S+)`)
+
+// keptOutput bounds the lines kept per test for echoing a failure.
+const keptOutput = 300
+
+// Read consumes a test2json stream. When echo is not nil it gets a readable
+// log: one line per finished test, and a failing test's output (its last
+// lines: guest consoles are long, the folder has them whole).
+func Read(r io.Reader, echo io.Writer) (*Summary, error) {
+	tests := map[string]*Test{}
+	var order []string
+	pkgFailed := map[string]bool{}
+	pkgHasTests := map[string]bool{}
+	output := map[string][]string{}
+	s := bufio.NewScanner(r)
+	s.Buffer(make([]byte, 1<<20), 16<<20)
+	for s.Scan() {
+		line := s.Bytes()
+		var e event
+		if err := json.Unmarshal(line, &e); err != nil {
+			// go test prints build failures as plain text.
+			if echo != nil {
+				fmt.Fprintf(echo, "%s\n", line)
+			}
+			continue
+		}
+		if e.Test == "" {
+			switch e.Action {
+			case "fail":
+				pkgFailed[e.Package] = true
+				if echo != nil {
+					fmt.Fprintf(echo, "FAIL %s\n", e.Package)
+				}
+			case "pass":
+				if echo != nil {
+					fmt.Fprintf(echo, "ok   %s (%.0fs)\n", e.Package, e.Elapsed)
+				}
+			case "output":
+				if echo != nil && !strings.HasPrefix(e.Output, "PASS") && !strings.HasPrefix(e.Output, "FAIL") && !strings.HasPrefix(e.Output, "ok ") {
+					io.WriteString(echo, e.Output)
+				}
+			}
+			continue
+		}
+		key := e.Package + " " + e.Test
+		t, ok := tests[key]
+		if !ok {
+			t = &Test{Package: e.Package, Name: e.Test}
+			tests[key] = t
+			order = append(order, key)
+		}
+		switch e.Action {
+		case "output":
+			if m := evidenceRe.FindStringSubmatch(e.Output); m != nil {
+				t.Evidence = m[1]
+			}
+			output[key] = append(output[key], e.Output)
+			if len(output[key]) > keptOutput {
+				output[key] = output[key][1:]
+			}
+		case "pass", "fail", "skip":
+			t.Result = e.Action
+			t.Seconds = e.Elapsed
+			pkgHasTests[e.Package] = true
+			if echo != nil {
+				fmt.Fprintf(echo, "--- %s: %s (%.1fs)\n", strings.ToUpper(e.Action), e.Test, e.Elapsed)
+				if e.Action == "fail" {
+					io.WriteString(echo, strings.Join(output[key], ""))
+				}
+			}
+			delete(output, key)
+		}
+	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	sum := &Summary{}
+	byRule := map[string]*Rule{}
+	for _, id := range Rules {
+		byRule[id] = &Rule{Rule: id}
+	}
+	hasSubtests := map[string]bool{}
+	for _, key := range order {
+		if i := strings.LastIndex(key, "/"); i >= 0 {
+			for p := key[:i]; ; {
+				hasSubtests[p] = true
+				j := strings.LastIndex(p, "/")
+				if j < 0 {
+					break
+				}
+				p = p[:j]
+			}
+		}
+	}
+	for _, key := range order {
+		t := tests[key]
+		if t.Result == "" {
+			t.Result = "fail" // the binary died mid-test
+		}
+		ids := rulesOf(t.Name)
+		// A parent fails when a subtest does; the subtest is what counts.
+		if len(ids) == 0 && t.Result == "fail" && !hasSubtests[key] {
+			sum.Unruled = append(sum.Unruled, *t)
+		}
+		for _, id := range ids {
+			r, ok := byRule[id]
+			if !ok {
+				continue
+			}
+			r.Tests = append(r.Tests, *t)
+		}
+	}
+	for p, failed := range pkgFailed {
+		if failed && !pkgHasTests[p] {
+			sum.Broken = append(sum.Broken, p)
+		}
+	}
+	sort.Strings(sum.Broken)
+	for _, id := range Rules {
+		r := byRule[id]
+		r.Result = ruleResult(r.Tests)
+		for _, t := range r.Tests {
+			if t.Evidence != "" {
+				r.Evidence = append(r.Evidence, t.Evidence)
+			}
+		}
+		sum.Rules = append(sum.Rules, *r)
+	}
+	return sum, nil
+}
+
+func ruleResult(tests []Test) string {
+	if len(tests) == 0 {
+		return "MISSING"
+	}
+	pass, skip := 0, 0
+	for _, t := range tests {
+		switch t.Result {
+		case "fail":
+			return "FAIL"
+		case "pass":
+			pass++
+		case "skip":
+			skip++
+		}
+	}
+	if pass == 0 {
+		return "SKIP"
+	}
+	return "PASS"
+}
+
+// OK reports whether every rule passed and nothing else broke.
+func (s *Summary) OK() bool {
+	if len(s.Unruled) > 0 || len(s.Broken) > 0 {
+		return false
+	}
+	for _, r := range s.Rules {
+		if r.Result != "PASS" {
+			return false
+		}
+	}
+	return true
+}
+
+// WriteTable prints the verdict for a person.
+func (s *Summary) WriteTable(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RULE\tRESULT\tTESTS\tPASSED\tEVIDENCE")
+	for _, r := range s.Rules {
+		passed := 0
+		for _, t := range r.Tests {
+			if t.Result == "pass" {
+				passed++
+			}
+		}
+		ev := "-"
+		if len(r.Evidence) > 0 {
+			ev = strings.Join(r.Evidence, " ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", r.Rule, r.Result, len(r.Tests), passed, ev)
+	}
+	tw.Flush()
+	for _, t := range s.Unruled {
+		fmt.Fprintf(w, "also failed: %s %s %s\n", t.Package, t.Name, t.Evidence)
+	}
+	for _, p := range s.Broken {
+		fmt.Fprintf(w, "package did not build or its test binary died: %s\n", p)
+	}
+}
