@@ -276,7 +276,7 @@ var reportLines = regexp.MustCompile(`^(?:` + strings.Join([]string{
 	`(?:Read|Write) of size \d+`, `(?:Allocated|Freed) by task \d+`, `Free of addr `,
 	`Last potentially related work creation:`, `Second to last potentially related`,
 	`The buggy address `, `Memory state around the buggy address:`, `>[0-9a-f]{16}:`,
-	`page:`, `page dumped because:`, `flags: `, `raw: `, `head: `, `KASAN: `,
+	`page:`, `page_type: `, `page dumped because:`, `flags: `, `raw: `, `head: `, `KASAN: `, `Tainted: `,
 	`index \d+ is out of range`, `shift exponent `, `load of value `, `signed integer overflow`,
 	`division by zero`, `\S+ address \S+ with insufficient space`,
 	`\d+ locks? held by `, `no locks held by `, `stack backtrace:`, `other info that might help`,
