@@ -145,9 +145,10 @@ func (d *Detector) feedLine(raw string) []Report {
 	var out []Report
 	if p := d.cur; p != nil {
 		switch {
-		case k != nil && (!p.settled || k.follower) && (k.follower || k != p.kind):
-			// One crash prints several headers; they make one report.
-			// Two headers of the same kind are two reports, though.
+		case k != nil && (k.follower || !p.settled && k != p.kind):
+			// One crash prints several headers (BUG:, Oops:, Kernel
+			// panic); they make one report. A header of the kind that
+			// titles the report, though, is the next crash.
 			p.add(d, l)
 			p.quiet, p.ended = 0, false
 			if p.kind.follower && !k.follower {
@@ -161,8 +162,10 @@ func (d *Detector) feedLine(raw string) []Report {
 		}
 	}
 	if k != nil {
+		// Context takes at most half of a report's lines.
+		before := d.ring[max(len(d.ring)-d.cfg.max/2, 0):]
 		d.cur = &pending{
-			before: append([]string(nil), d.ring...),
+			before: append([]string(nil), before...),
 			first:  idx,
 			kind:   k,
 			vals:   vals,

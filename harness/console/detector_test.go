@@ -3,6 +3,7 @@ package console
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -291,6 +292,26 @@ func TestDetectorLineIndex(t *testing.T) {
 		},
 	}}
 	if diff := cmp.Diff(want, reps); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestMaxLinesKeepsHeader(t *testing.T) {
+	var lines []string
+	for i := 0; i < 30; i++ {
+		lines = append(lines, fmt.Sprintf("[    1.%06d] filler %d", i, i))
+	}
+	lines = append(lines, "[    2.000000] kernel BUG at net/x.c:12!", "[    2.000001] RIP: 0010:x_do+0x1c/0x40 [x]")
+	reps := feedAll(strings.Join(lines, "\n"), WithContext(20, 10), WithMaxLines(5))
+	if len(reps) != 1 {
+		t.Fatalf("%d reports, want 1", len(reps))
+	}
+	// Context before the header takes at most half of the lines.
+	want := []string{
+		"[    1.000028] filler 28", "[    1.000029] filler 29",
+		"[    2.000000] kernel BUG at net/x.c:12!", "[    2.000001] RIP: 0010:x_do+0x1c/0x40 [x]",
+	}
+	if diff := cmp.Diff(want, reps[0].Lines); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
