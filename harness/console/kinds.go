@@ -136,8 +136,10 @@ var kinds = []*crashKind{
 		culprit: []source{fromRIP, fromTrace},
 	},
 	{
-		kind:    KindHardLockup,
-		header:  re(`^(?:NMI )?(?:watchdog: )?Watchdog detected hard LOCKUP on cpu \d+`),
+		kind: KindHardLockup,
+		// "NMI watchdog: " in older kernels, "watchdog: " in newer
+		// ones, "watchdog: CPU3: " from the buddy detector.
+		header:  re(`^(?:NMI )?(?:watchdog: )?(?:CPU\d+: )?Watchdog detected hard LOCKUP on cpu \d+`),
 		title:   "watchdog: hard LOCKUP[ in {func}]",
 		culprit: []source{fromRIP, fromTrace},
 	},

@@ -174,6 +174,8 @@ func TestTitles(t *testing.T) {
 			"lockdep: possible recursive locking in l45_h", KindLockdep},
 		{"lockdep bad unlock", []string{"WARNING: bad unlock balance detected!"}, "lockdep: bad unlock balance", KindLockdep},
 		{"hard lockup without prefix", []string{"Watchdog detected hard LOCKUP on cpu 0", rip}, "watchdog: hard LOCKUP in l45_f", KindHardLockup},
+		{"hard lockup, buddy detector", []string{"watchdog: CPU3: Watchdog detected hard LOCKUP on cpu 3", rip},
+			"watchdog: hard LOCKUP in l45_f", KindHardLockup},
 		{"kmemleak newer backtrace", []string{"unreferenced object 0xffff888004c1e300 (size 128):", "  backtrace (crc 5d6ae1c2):",
 			"    kmalloc_trace+0x26/0x90", "    l45_flow_new+0x3a/0x140 [layer45]"}, "memory leak in l45_flow_new", KindMemoryLeak},
 		{"follower first, then the real header", []string{"Oops: 0000 [#1] SMP", "BUG: KASAN: use-after-free in l45_k+0x1/0x2"},
