@@ -7,26 +7,26 @@ import (
 
 // Kinds of crash reports, the values of Report.Kind.
 const (
-	KindKASAN          = "KASAN"
-	KindUBSAN          = "UBSAN"
-	KindWARNING        = "WARNING"
-	KindLockdep        = "lockdep"
-	KindBUG            = "BUG"
-	KindNullDeref      = "null deref"
-	KindPageFault      = "page fault"
-	KindSleepInAtomic  = "sleep in atomic"
-	KindSchedAtomic    = "scheduling while atomic"
-	KindSoftLockup     = "soft lockup"
-	KindHardLockup     = "hard lockup"
-	KindHungTask       = "hung task"
-	KindRCUStall       = "RCU stall"
-	KindGPF            = "GPF"
-	KindOops           = "Oops"
-	KindKernelBUG      = "kernel BUG"
-	KindPanic          = "panic"
-	KindNetdevLeak     = "netdev leak"
-	KindMemoryLeak     = "memory leak"
-	KindWorkqueueStall = "workqueue lockup"
+	KindKASAN           = "KASAN"
+	KindUBSAN           = "UBSAN"
+	KindWARNING         = "WARNING"
+	KindLockdep         = "lockdep"
+	KindBUG             = "BUG"
+	KindNullDeref       = "null deref"
+	KindPageFault       = "page fault"
+	KindSleepInAtomic   = "sleep in atomic"
+	KindSchedAtomic     = "scheduling while atomic"
+	KindSoftLockup      = "soft lockup"
+	KindHardLockup      = "hard lockup"
+	KindHungTask        = "hung task"
+	KindRCUStall        = "RCU stall"
+	KindGPF             = "GPF"
+	KindOops            = "Oops"
+	KindKernelBUG       = "kernel BUG"
+	KindPanic           = "panic"
+	KindNetdevLeak      = "netdev leak"
+	KindMemoryLeak      = "memory leak"
+	KindWorkqueueLockup = "workqueue lockup"
 )
 
 // source is a place to look for the function to blame.
@@ -116,7 +116,7 @@ var kinds = []*crashKind{
 		culprit: []source{fromRIP, fromTrace},
 	},
 	{
-		kind:   KindWorkqueueStall,
+		kind:   KindWorkqueueLockup,
 		header: re(`^BUG: workqueue lockup\b`),
 		title:  "BUG: workqueue lockup",
 	},
