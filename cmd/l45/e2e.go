@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"time"
+
+	"layer45/harness/artifacts"
+	"layer45/harness/verdict"
+)
+
+// e2e runs the end-to-end suites with go test -json, prints each test's
+// outcome as it finishes, then the per-rule verdict, which it also writes as
+// JSON next to the evidence.
+func e2e(ctx context.Context, extra []string) error {
+	args := append([]string{"test", "-json", "-count=1", "-p", "1", "-timeout", "80m"}, extra...)
+	args = append(args, "./suites/...")
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("go test: %w", err)
+	}
+	sum, readErr := verdict.Read(out, os.Stdout)
+	io.Copy(io.Discard, out)
+	waitErr := cmd.Wait()
+	if readErr != nil {
+		return fmt.Errorf("reading test results: %w", readErr)
+	}
+	fmt.Printf("\nLayer 4.5 contract verdict (%s, %.0fs):\n", os.Getenv("L45_KERNEL"), time.Since(start).Seconds())
+	sum.WriteTable(os.Stdout)
+	b, _ := json.MarshalIndent(sum, "", "  ")
+	path, err := artifacts.WriteSummary("verdict.json", append(b, '\n'))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("verdict written to %s\n", path)
+	if !sum.OK() {
+		return fmt.Errorf("the contract does not hold on this kernel (see the table above)")
+	}
+	if waitErr != nil {
+		return fmt.Errorf("go test: %w", waitErr)
+	}
+	return nil
+}

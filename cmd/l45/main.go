@@ -1,0 +1,71 @@
+// Command l45 is the front end of the Layer 4.5 test harness:
+//
+//	l45 setup    fetch the default kernel and build the guest image (idempotent)
+//	l45 e2e      run the end-to-end suites and print a per-rule verdict
+//
+// Kernel and accelerator come from $L45_KERNEL and $L45_ACCEL as in tests.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"layer45/harness/cache"
+	"layer45/harness/vm"
+)
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: l45 setup | e2e [go test flags...]")
+	os.Exit(2)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "setup":
+		err = setup(ctx)
+	case "e2e":
+		err = e2e(ctx, os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "l45 %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// minFreeBytes is what a kernel, its headers, images and builds need.
+const minFreeBytes = 3 << 30
+
+func setup(ctx context.Context) error {
+	dir := cache.DefaultDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("cache directory %s: %w (set L45_CACHE to a writable place)", dir, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err == nil {
+		if free := st.Bavail * uint64(st.Bsize); free < minFreeBytes {
+			return fmt.Errorf("only %d MiB free in %s; the harness needs %d MiB: free some space or set L45_CACHE elsewhere", free>>20, dir, minFreeBytes>>20)
+		}
+	}
+	fmt.Printf("cache: %s\n", dir)
+	env, err := vm.NewEnv(ctx, os.Getenv("L45_KERNEL"), os.Getenv("L45_ACCEL"), os.Stdout)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("kernel: %s\n", env.Kernel)
+	fmt.Printf("guest image: %s\n", env.Image)
+	fmt.Printf("accelerator: %s\n", env.AccelNote)
+	return nil
+}

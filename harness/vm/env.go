@@ -1,0 +1,77 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"layer45/harness/cache"
+	"layer45/harness/kernels"
+	"layer45/harness/qemu"
+	"layer45/vmimages"
+)
+
+// Env is what every guest of a test process shares: the cache, the kernel,
+// the guest image and the accelerator. It is made once per process.
+type Env struct {
+	Cache     *cache.Cache
+	Kernel    *kernels.Kernel
+	Image     string // initramfs
+	Accel     qemu.Accel
+	AccelNote string
+}
+
+var (
+	envOnce sync.Once
+	envVal  *Env
+	envErr  error
+)
+
+// DefaultEnv prepares the environment named by $L45_KERNEL (default: the
+// stock Debian kernel) and $L45_ACCEL (kvm, tcg or auto), fetching and
+// building what is missing. Progress goes to stderr.
+func DefaultEnv(ctx context.Context) (*Env, error) {
+	envOnce.Do(func() { envVal, envErr = NewEnv(ctx, os.Getenv("L45_KERNEL"), os.Getenv("L45_ACCEL"), os.Stderr) })
+	return envVal, envErr
+}
+
+// NewEnv prepares an environment for the kernel spec and accelerator choice.
+func NewEnv(ctx context.Context, kernelSpec, accel string, progress io.Writer) (*Env, error) {
+	c, err := cache.Default()
+	if err != nil {
+		return nil, err
+	}
+	p, err := kernels.Parse(kernelSpec, c)
+	if err != nil {
+		return nil, err
+	}
+	k, err := p.Kernel(ctx, progress)
+	if err != nil {
+		return nil, err
+	}
+	img, err := vmimages.GuestImage(ctx, c, k)
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{Cache: c, Kernel: k, Image: img}
+	switch accel {
+	case "", "auto":
+		if ok, note := qemu.ProbeKVM(ctx); ok {
+			e.Accel, e.AccelNote = qemu.KVM, note
+		} else {
+			e.Accel, e.AccelNote = qemu.TCG, "TCG (KVM unusable: "+note+")"
+		}
+	case "kvm":
+		if ok, note := qemu.ProbeKVM(ctx); !ok {
+			return nil, fmt.Errorf("L45_ACCEL=kvm but KVM is unusable: %s", note)
+		}
+		e.Accel, e.AccelNote = qemu.KVM, "KVM (asked for)"
+	case "tcg":
+		e.Accel, e.AccelNote = qemu.TCG, "TCG (asked for)"
+	default:
+		return nil, fmt.Errorf("L45_ACCEL=%q: use kvm, tcg or auto", accel)
+	}
+	return e, nil
+}

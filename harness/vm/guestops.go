@@ -1,0 +1,187 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path"
+	"sync"
+	"testing"
+	"time"
+
+	"layer45/harness/agent"
+	"layer45/harness/control"
+	"layer45/harness/kernels"
+	"layer45/harness/modules"
+	"layer45/harness/traffic"
+	"layer45/vmimages"
+)
+
+// QEMUPid is the guest's QEMU process id (tests freeze it to simulate a
+// hung guest).
+func (m *Machine) QEMUPid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.qemu == nil {
+		return 0
+	}
+	return m.qemu.Pid()
+}
+
+// Start runs a program in the background in the guest (a server, say).
+// The process is stopped when the guest powers off.
+func (m *Machine) Start(ctx context.Context, argv ...string) (*agent.Process, error) {
+	var p *agent.Process
+	err := m.Call(ctx, "start "+argv[0], func(ctx context.Context, a *agent.Client) error {
+		var err error
+		p, err = a.Start(ctx, agent.Cmd{Argv: argv})
+		return err
+	})
+	return p, err
+}
+
+// Traffic runs l45net as a client and returns what the application saw,
+// failing t if the tool itself fails.
+func (m *Machine) Traffic(t testing.TB, c traffic.Client) *traffic.Report {
+	t.Helper()
+	r, err := m.Exec(context.Background(), agent.Cmd{Argv: c.Args()})
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := r.Err(); err != nil {
+		t.Fatalf("guest %s: %v", m.Name, err)
+	}
+	rep, err := traffic.ParseReport(r.Stdout)
+	if err != nil {
+		t.Fatalf("guest %s: %v", m.Name, err)
+	}
+	return rep
+}
+
+// Control is a client for Layer 4.5's control interface in this guest.
+func (m *Machine) Control() control.Client {
+	return control.Client{Send: func(ctx context.Context, req string, flags ...string) ([]byte, error) {
+		argv := append(append([]string{control.GuestTool}, flags...), req)
+		r, err := m.Exec(ctx, agent.Cmd{Argv: argv})
+		if err != nil {
+			return nil, err
+		}
+		if err := r.Err(); err != nil {
+			return nil, err
+		}
+		return r.Stdout, nil
+	}}
+}
+
+// Kernel is the kernel the guest booted.
+func (m *Machine) Kernel() *kernels.Kernel { return m.cfg.kernel }
+
+var (
+	buildsMu sync.Mutex
+	builds   = map[string]*modules.Set{}
+)
+
+// BuildModules builds the repository's kernel/ tree for k (cached).
+func BuildModules(ctx context.Context, env *Env, k *kernels.Kernel) (*modules.Set, error) {
+	buildsMu.Lock()
+	defer buildsMu.Unlock()
+	if s, ok := builds[k.Image]; ok {
+		return s, nil
+	}
+	root, err := vmimages.ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	s, err := modules.Build(ctx, env.Cache, k, path.Join(root, "kernel"))
+	if err != nil {
+		return nil, err
+	}
+	builds[k.Image] = s
+	return s, nil
+}
+
+// RequireModules returns Layer 4.5 and the customization modules built for
+// m's kernel, failing t when they do not compile.
+func RequireModules(t testing.TB, m *Machine) *modules.Set {
+	t.Helper()
+	s, err := BuildModules(context.Background(), m.env, m.cfg.kernel)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return s
+}
+
+// guestModuleDir is where LoadModule puts .ko files in the guest.
+const guestModuleDir = "/tmp/modules"
+
+// LoadModule copies the named module of s into the guest and loads it with
+// params. A refused load (the module's init failed, a bad parameter) is
+// returned as *agent.ModuleError with the kernel's errno and log lines;
+// a guest that does not answer fails t.
+func (m *Machine) LoadModule(t testing.TB, s *modules.Set, name, params string) error {
+	t.Helper()
+	ko, err := s.Path(name)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	data, err := os.ReadFile(ko)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	guest := path.Join(guestModuleDir, name+".ko")
+	var loadErr error
+	err = m.Call(context.Background(), "load "+name, func(ctx context.Context, a *agent.Client) error {
+		if err := a.PutFile(ctx, guest, data, 0o644); err != nil {
+			return err
+		}
+		_, loadErr = a.LoadModule(ctx, guest, params)
+		var me *agent.ModuleError
+		if loadErr != nil && !errors.As(loadErr, &me) {
+			return loadErr
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return loadErr
+}
+
+// MustLoadModule is LoadModule that fails t when the module is refused.
+func (m *Machine) MustLoadModule(t testing.TB, s *modules.Set, name, params string) {
+	t.Helper()
+	if err := m.LoadModule(t, s, name, params); err != nil {
+		t.Fatalf("guest %s: %v", m.Name, err)
+	}
+}
+
+// UnloadModule removes a module; a refusal is returned, a silent guest
+// fails t.
+func (m *Machine) UnloadModule(t testing.TB, name string) error {
+	t.Helper()
+	var unloadErr error
+	err := m.Call(context.Background(), "unload "+name, func(ctx context.Context, a *agent.Client) error {
+		_, unloadErr = a.UnloadModule(ctx, name)
+		var me *agent.ModuleError
+		if unloadErr != nil && !errors.As(unloadErr, &me) {
+			return unloadErr
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return unloadErr
+}
+
+// WaitFor polls cond until it holds or the scaled timeout passes.
+func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Scale(timeout))
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", Scale(timeout), what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,80 @@
+package vm
+
+import (
+	"fmt"
+	"os"
+
+	"layer45/harness/kernels"
+)
+
+// config is a guest's settings; Options change it.
+type config struct {
+	name       string
+	kernel     *kernels.Kernel
+	memoryMiB  int
+	cpus       int
+	kernelArgs []string
+	nics       []nicConfig
+	disks      []diskConfig
+	mounts     []string
+	files      []fileConfig
+}
+
+type nicConfig struct {
+	link *Link
+	addr string // CIDR
+}
+
+type diskConfig struct {
+	path     string
+	readOnly bool
+}
+
+type fileConfig struct {
+	guest, host string
+	mode        os.FileMode
+}
+
+// Option sets up a guest.
+type Option func(*config)
+
+// WithName names the guest in logs and evidence (default: guest<N>).
+func WithName(name string) Option { return func(c *config) { c.name = name } }
+
+// WithKernel boots k instead of the environment's kernel.
+func WithKernel(k *kernels.Kernel) Option { return func(c *config) { c.kernel = k } }
+
+// WithMemory sets the guest's memory (default 1024 MiB: the initramfs with
+// dig's libraries is about 80 MiB and unpacks into RAM).
+func WithMemory(mib int) Option { return func(c *config) { c.memoryMiB = mib } }
+
+// WithCPUs sets the number of vCPUs (default 1).
+func WithCPUs(n int) Option { return func(c *config) { c.cpus = n } }
+
+// WithKernelArgs appends to the kernel command line.
+func WithKernelArgs(args ...string) Option {
+	return func(c *config) { c.kernelArgs = append(c.kernelArgs, args...) }
+}
+
+// WithNIC plugs a network card into l with the address addr (CIDR, e.g.
+// 10.0.0.20/24); the guest calls it eth0, eth1, ... in order.
+func WithNIC(l *Link, addr string) Option {
+	return func(c *config) { c.nics = append(c.nics, nicConfig{link: l, addr: addr}) }
+}
+
+// WithDisk attaches a raw disk image; the first is /dev/vda.
+func WithDisk(path string, readOnly bool) Option {
+	return func(c *config) { c.disks = append(c.disks, diskConfig{path: path, readOnly: readOnly}) }
+}
+
+// WithMount has the agent mount dev on dir at boot, before Layer 4.5's
+// autoload, so a persistent disk can hold the customizations folder.
+func WithMount(dev, dir, fstype string) Option {
+	return func(c *config) { c.mounts = append(c.mounts, fmt.Sprintf("%s:%s:%s", dev, dir, fstype)) }
+}
+
+// WithFile puts the host file at guestPath in the guest's initramfs, so it
+// is there from the first instruction (modules to autoload, say).
+func WithFile(guestPath, hostPath string, mode os.FileMode) Option {
+	return func(c *config) { c.files = append(c.files, fileConfig{guest: guestPath, host: hostPath, mode: mode}) }
+}

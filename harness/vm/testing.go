@@ -1,0 +1,183 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"layer45/harness/agent"
+	"layer45/harness/artifacts"
+	"layer45/harness/link"
+)
+
+// RequireGuests skips t under -short (guest tests are slow) and otherwise
+// returns the environment, failing t when it cannot be prepared: a missing
+// QEMU or kernel is a failure, never a skip.
+func RequireGuests(t testing.TB) *Env {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots guests; skipped with -short")
+	}
+	env, err := DefaultEnv(context.Background())
+	if err != nil {
+		t.Fatalf("cannot prepare guests: %v", err)
+	}
+	return env
+}
+
+var (
+	evidenceMu  sync.Mutex
+	evidenceDir = map[testing.TB]*artifacts.Dir{}
+)
+
+// Evidence returns t's evidence folder, made on first use; when t ends it is
+// removed if t passed and kept (and printed) if it failed.
+func Evidence(t testing.TB) *artifacts.Dir {
+	t.Helper()
+	evidenceMu.Lock()
+	defer evidenceMu.Unlock()
+	if d, ok := evidenceDir[t]; ok {
+		return d
+	}
+	d, err := artifacts.New(t.Name())
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	evidenceDir[t] = d
+	t.Cleanup(func() {
+		evidenceMu.Lock()
+		delete(evidenceDir, t)
+		evidenceMu.Unlock()
+		if kept := d.Finish(t.Failed()); kept != "" && t.Failed() {
+			t.Logf("evidence: %s", kept)
+		}
+	})
+	return d
+}
+
+// testContext is bounded by the test binary's deadline, keeping a margin so
+// cleanups can still save evidence and stop guests.
+func testContext(t testing.TB) (context.Context, context.CancelFunc) {
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if dl, ok := d.Deadline(); ok {
+			margin := time.Until(dl) / 10
+			return context.WithDeadline(context.Background(), dl.Add(-margin))
+		}
+	}
+	return context.WithCancel(context.Background())
+}
+
+var slowdownOnce sync.Once
+
+// Boot starts a guest for t and stops it when t ends. Kernel crashes seen on
+// its console fail t with their titles (unless claimed with TakeCrashes);
+// when t fails, the guest's kernel log and trace buffer join the evidence.
+func Boot(t testing.TB, opts ...Option) *Machine {
+	t.Helper()
+	env := RequireGuests(t)
+	ev := Evidence(t)
+	ctx, cancel := testContext(t)
+	m, err := Start(ctx, env, ev, func(line string) { t.Log(line) }, opts...)
+	if err != nil {
+		cancel()
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() {
+		defer cancel()
+		// Evidence is gathered before power-off, while the guest can talk.
+		crashes := m.untakenCrashes()
+		if t.Failed() || len(crashes) > 0 {
+			m.saveEvidence(ctx)
+		}
+		m.shutdown(ctx)
+		for _, c := range m.untakenCrashes() {
+			t.Errorf("guest %s: kernel crash: %s\n  %s\nevidence: %s", m.Name, c.Title,
+				strings.Join(c.Lines, "\n  "), ev.Path())
+		}
+	})
+	slowdownOnce.Do(func() {
+		f, err := MeasureSlowdown(ctx, m)
+		if err != nil {
+			t.Fatalf("measure guest speed: %v", err)
+		}
+		SetSlowdown(f)
+		t.Logf("guests run %.1fx slower than the host (%s); deadlines are scaled by that", f, env.AccelNote)
+	})
+	return m
+}
+
+// slowdownLoop is a CPU-bound shell loop run in the guest and on the host.
+const slowdownLoop = `i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done`
+
+// MeasureSlowdown times the same busybox loop in the guest and on the host.
+func MeasureSlowdown(ctx context.Context, m *Machine) (float64, error) {
+	start := time.Now()
+	if err := exec.CommandContext(ctx, "/bin/busybox", "sh", "-c", slowdownLoop).Run(); err != nil {
+		return 0, fmt.Errorf("host busybox: %w", err)
+	}
+	host := time.Since(start)
+	start = time.Now()
+	cctx, cancel := m.callContext(ctx, 5*time.Minute)
+	defer cancel()
+	r, err := m.Agent().Run(cctx, agent.Cmd{Argv: []string{"/bin/sh", "-c", slowdownLoop}, Timeout: 4 * time.Minute})
+	if err != nil {
+		return 0, m.failure("speed measurement", err)
+	}
+	if r.ExitCode != 0 {
+		return 0, fmt.Errorf("guest speed loop exited %d: %s", r.ExitCode, r.Stderr)
+	}
+	return float64(time.Since(start)) / float64(host), nil
+}
+
+// MustRun runs argv in the guest and returns its standard output, failing t
+// when the guest does not answer or the program exits non-zero.
+func (m *Machine) MustRun(t testing.TB, argv ...string) string {
+	t.Helper()
+	r, err := m.Exec(context.Background(), agent.Cmd{Argv: argv})
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := r.Err(); err != nil {
+		t.Fatalf("guest %s: %v", m.Name, err)
+	}
+	return string(r.Stdout)
+}
+
+// Link is an Ethernet segment shared by guests, captured to a pcap.
+type Link struct {
+	hub  *link.Hub
+	pcap string
+}
+
+// NewLink makes a segment for t; its capture is evidence.
+func NewLink(t testing.TB, name string) *Link {
+	t.Helper()
+	ev := Evidence(t)
+	dir, err := makePrivateDir("link-" + name)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	pcap := ev.File(name + ".pcap")
+	h, err := link.Listen(filepath.Join(dir, "hub.sock"), pcap)
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() {
+		h.Close()
+		os.RemoveAll(dir)
+	})
+	return &Link{hub: h, pcap: pcap}
+}
+
+// Pcap is the path of the segment's capture (readable while it grows).
+func (l *Link) Pcap() string { return l.pcap }
+
+// Frames is how many frames crossed the segment so far.
+func (l *Link) Frames() int { return l.hub.Frames() }

@@ -1,0 +1,160 @@
+package vm_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"layer45/harness/agent"
+	"layer45/harness/pcapdns"
+	"layer45/harness/traffic"
+	"layer45/harness/vm"
+)
+
+func TestBootOneGuestAndRunACommand(t *testing.T) {
+	g := vm.Boot(t, vm.WithName("solo"))
+	out := g.MustRun(t, "/bin/uname", "-r")
+	env := vm.RequireGuests(t)
+	require.Equal(t, env.Kernel.Release, strings.TrimSpace(out))
+
+	r, err := g.Exec(context.Background(), agent.Cmd{Argv: []string{"/bin/sh", "-c", "echo oops >&2; exit 3"}})
+	require.NoError(t, err)
+	require.Equal(t, 3, r.ExitCode)
+	require.Equal(t, "oops\n", string(r.Stderr))
+}
+
+// pair boots a server and a client on one link.
+func pair(t *testing.T) (lan *vm.Link, server, client *vm.Machine) {
+	lan = vm.NewLink(t, "lan")
+	server = vm.Boot(t, vm.WithName("server"), vm.WithNIC(lan, "10.0.0.20/24"))
+	client = vm.Boot(t, vm.WithName("client"), vm.WithNIC(lan, "10.0.0.40/24"))
+	return lan, server, client
+}
+
+func TestTwoGuestsExchangeUDPAndTCPAndDNS(t *testing.T) {
+	lan, server, client := pair(t)
+	ctx := context.Background()
+
+	udp, err := server.Start(ctx, traffic.Server{Proto: "udp", Listen: "10.0.0.20:7000", Prefix: "echo:"}.Args()...)
+	require.NoError(t, err)
+	tcp, err := server.Start(ctx, traffic.Server{Proto: "tcp", Listen: "10.0.0.20:7001", Prefix: "echo:"}.Args()...)
+	require.NoError(t, err)
+	dns, err := server.Start(ctx, "/usr/sbin/dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+		"--user=root", "--listen-address=10.0.0.20", "--bind-interfaces", "--log-queries", "--log-facility=-",
+		"--address=/probe.layer45.test/10.9.8.7")
+	require.NoError(t, err)
+	_ = udp
+	_ = tcp
+	_ = dns
+
+	for _, proto := range []string{"udp", "tcp"} {
+		port := map[string]string{"udp": "7000", "tcp": "7001"}[proto]
+		r := client.Traffic(t, traffic.Client{Proto: proto, To: "10.0.0.20:" + port, Messages: []string{"ping-" + proto}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
+		require.Equal(t, []string{"echo:ping-" + proto}, r.Received(), proto)
+	}
+
+	out := client.MustRun(t, "/usr/bin/dig", "+short", "+time=5", "+tries=2", "@10.0.0.20", "probe.layer45.test", "A")
+	require.Equal(t, "10.9.8.7", strings.TrimSpace(out))
+
+	msgs, err := pcapdns.ReadFile(lan.Pcap())
+	require.NoError(t, err)
+	q := pcapdns.Filter(msgs, func(m pcapdns.Message) bool { return !m.Response && m.Question() == "probe.layer45.test." })
+	require.NotEmpty(t, q, "the pcap must show dig's query:\n%s", pcapdns.Summary(msgs))
+	require.Equal(t, "10.0.0.40", q[0].Src.Addr().String())
+}
+
+func TestKernelCrashFailsTheOwningTestWithItsTitle(t *testing.T) {
+	g := vm.Boot(t, vm.WithName("crashy"))
+	mods := vm.RequireModules(t, g)
+	for _, tc := range []struct {
+		mode, kind string
+		title      string
+	}{
+		{"warn", "WARNING", "crash_test"},
+		{"null", "null deref", "crash_test"},
+	} {
+		err := g.LoadModule(t, mods, "crash_test", "mode="+tc.mode)
+		_ = err // a module that oopses in init fails to load; the verdict is what matters
+		var got []string
+		require.Eventually(t, func() bool {
+			for _, c := range g.TakeCrashes() {
+				got = append(got, c.Kind+"|"+c.Title)
+			}
+			return len(got) > 0
+		}, vm.Scale(10*time.Second), 100*time.Millisecond, "no crash report for mode=%s", tc.mode)
+		require.Len(t, got, 1, "one crash, one report: %v", got)
+		require.Contains(t, got[0], tc.kind)
+		require.Contains(t, got[0], tc.title)
+		if tc.mode == "null" {
+			break // the oops leaves the module half-loaded; stop here
+		}
+		g.MustRun(t, "/bin/busybox", "rmmod", "crash_test")
+	}
+}
+
+// recorder is a testing.TB that records failures instead of failing, so
+// the harness's own verdicts can be asserted.
+type recorder struct {
+	testing.TB
+	errors   []string
+	cleanups []func()
+	failed   bool
+}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.failed = true
+	r.errors = append(r.errors, fmt.Sprintf(format, args...))
+}
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.Errorf(format, args...)
+	r.TB.Fatalf("harness gave up on the guest: "+format, args...)
+}
+func (r *recorder) Failed() bool     { return r.failed }
+func (r *recorder) Cleanup(f func()) { r.cleanups = append(r.cleanups, f) }
+func (r *recorder) runCleanups() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+}
+
+func TestUnclaimedCrashFailsTheTestAndKeepsEvidence(t *testing.T) {
+	rec := &recorder{TB: t}
+	g := vm.Boot(rec, vm.WithName("oopser"))
+	// A deliberate oops from user space: the kernel's sysrq crash handler
+	// is not enabled in every config, so use the test module.
+	mods := vm.RequireModules(t, g)
+	g.LoadModule(t, mods, "crash_test", "mode=warn")
+	require.Eventually(t, func() bool { return len(g.Crashes()) > 0 }, vm.Scale(10*time.Second), 100*time.Millisecond)
+	ev := g.Evidence().Path()
+	rec.runCleanups()
+	require.Len(t, rec.errors, 1, "%v", rec.errors)
+	require.Contains(t, rec.errors[0], "guest oopser: kernel crash: WARNING")
+	require.Contains(t, rec.errors[0], "evidence: "+ev)
+	require.FileExists(t, ev+"/oopser.console.txt")
+	require.FileExists(t, ev+"/oopser.dmesg.txt", "a failing test gets the guest's kernel log")
+	os.RemoveAll(ev)
+}
+
+func TestHungGuestIsAFailureWithItsConsoleNotAHang(t *testing.T) {
+	g := vm.Boot(t, vm.WithName("frozen"))
+	// Freeze the whole guest from the outside: the agent cannot answer.
+	require.NoError(t, syscall.Kill(g.QEMUPid(), syscall.SIGSTOP))
+	defer syscall.Kill(g.QEMUPid(), syscall.SIGCONT)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := g.Exec(ctx, agent.Cmd{Argv: []string{"/bin/true"}})
+	require.Error(t, err)
+	require.Less(t, time.Since(start), 30*time.Second, "the deadline must bound the wait")
+	msg := err.Error()
+	require.Contains(t, msg, "guest frozen")
+	require.Contains(t, msg, "last console lines:")
+	require.Contains(t, msg, "evidence: ")
+	syscall.Kill(g.QEMUPid(), syscall.SIGCONT)
+}
