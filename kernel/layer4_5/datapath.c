@@ -1,0 +1,617 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Layer 4.5 data path: run the attached modules on each message and act on
+ * their verdicts (R3-R9), on send and on receive.
+ */
+#define pr_fmt(fmt) "layer4_5: " fmt
+
+#include <linux/slab.h>
+#include <linux/uio.h>
+#include <linux/in.h>
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <net/inet_sock.h>
+#include "l45.h"
+
+typedef int (*l45_sendmsg_fn)(struct sock *, struct msghdr *, size_t);
+
+enum l45_verdict {
+	L45_V_PASS,	/* deliver/send the current message */
+	L45_V_DROP,	/* R3 */
+	L45_V_ERROR,	/* R4, and R5's copy_length > buf_size */
+};
+
+/* One message going through the modules of one direction. */
+struct l45_chain {
+	struct iov_iter *app;	/* send: the application's data */
+	size_t app_len;
+	int cur;		/* scratch buffer holding the message, -1 = app */
+	size_t cur_len;
+	size_t capacity;	/* recv: the application's buffer size */
+	int err;
+};
+
+/*
+ * Modules run in slot order (priority, then registration).  Each sees the
+ * message as the previous ones left it, so a replace (R5) is followed by
+ * the next module: the output is written to the scratch buffer that does
+ * not hold the current message and the two swap roles.  A drop or an error
+ * ends the round; try_next (R8) and an inactive module (R11) leave the
+ * message to the next module; no_cust (R6) and set_cust_to_skip (R7) end
+ * the round and the message goes on as it is (decision: what earlier
+ * modules of the same round did is kept; with one module this is exactly
+ * "passes unmodified").  Precedence when a module sets several:
+ * set_cust_to_skip, no_cust, try_next, copy_length.
+ *
+ * Called with the direction's mutex held and no spinlock: callbacks may
+ * sleep (R15; contract section 4).
+ */
+static int l45_run_chain(struct l45_sock *st, int dir,
+			 struct l45_cust **snap, int n, struct l45_chain *ch)
+{
+	struct l45_dir *d = &st->dir[dir];
+	struct customization_buffer *cb = &d->cb;
+	struct customization_flow flow;
+	struct iov_iter it;
+	struct kvec kv;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		struct l45_cust *c = snap[i];
+		customization_fn fn = dir == L45_SEND ? c->send_fn : c->recv_fn;
+		int out = ch->cur == 0 ? 1 : 0;
+		bool skip, nocust, next;
+		ssize_t cl;
+
+		if (!l45_cust_enter(c))
+			continue;	/* unregistered meanwhile: declined */
+		if (!l45_cust_active(c)) {
+			l45_cust_exit(c);	/* R11: attached, not called */
+			continue;
+		}
+		/*
+		 * Fresh verdict before every callback, so a flag left by an
+		 * earlier message or module never leaks (R8; section 4).
+		 */
+		cb->buf = d->buf[out];
+		cb->buf_size = d->size;
+		cb->copy_length = 0;
+		cb->set_cust_to_skip = false;
+		cb->no_cust = false;
+		cb->try_next = false;
+		/*
+		 * R9: the module gets its own copy of the iterator.  Whatever
+		 * it does to it, the application's iterator (send) and the
+		 * bounce buffer (recv) stay as they were.  No filter on the
+		 * iterator kind: IOVEC, UBUF, KVEC, BVEC all go to modules.
+		 */
+		if (ch->cur < 0) {
+			it = *ch->app;
+		} else {
+			kv.iov_base = d->buf[ch->cur];
+			kv.iov_len = ch->cur_len;
+			iov_iter_kvec(&it, L45_ITER_SOURCE, &kv, 1, ch->cur_len);
+		}
+		cb->src_iter = &it;
+		if (dir == L45_SEND) {
+			cb->length = ch->cur < 0 ? ch->app_len : ch->cur_len;
+			cb->recv_return = 0;
+		} else {
+			cb->length = ch->capacity;
+			cb->recv_return = ch->cur_len;
+		}
+		flow = st->flow;	/* the module cannot corrupt ours */
+
+		fn(cb, &flow);
+
+		cl = READ_ONCE(cb->copy_length);
+		skip = READ_ONCE(cb->set_cust_to_skip);
+		nocust = READ_ONCE(cb->no_cust);
+		next = READ_ONCE(cb->try_next);
+		l45_cust_exit(c);
+
+		if (skip) {
+			l45_sock_set_skip(st);
+			return L45_V_PASS;
+		}
+		if (nocust)
+			return L45_V_PASS;
+		if (next)
+			continue;
+		/* copy_length is signed: the error verdict can fire (section 4). */
+		if (cl == 0)
+			return L45_V_DROP;
+		if (cl < 0) {
+			ch->err = cl >= -MAX_ERRNO ? (int)cl : -EIO;
+			return L45_V_ERROR;
+		}
+		if (cl > d->size) {
+			pr_warn_ratelimited("customization %u: copy_length %zd exceeds buf_size %u, failing the %s with EMSGSIZE\n",
+					    c->id, cl, d->size,
+					    dir == L45_SEND ? "send" : "recv");
+			ch->err = -EMSGSIZE;
+			return L45_V_ERROR;
+		}
+		ch->cur = out;
+		ch->cur_len = cl;
+	}
+	return L45_V_PASS;
+}
+
+static bool l45_transient(int err)
+{
+	return err == -EAGAIN || err == -EINTR || err == -ERESTARTSYS ||
+	       err == -ENOBUFS || err == -ENOMEM;
+}
+
+/* Send kernel bytes through the application's msghdr (name, control). */
+static int l45_xmit(struct sock *sk, struct msghdr *msg, void *data,
+		    size_t len, l45_sendmsg_fn orig)
+{
+	struct iov_iter saved = msg->msg_iter;
+	struct kvec kv = { .iov_base = data, .iov_len = len };
+	struct l45_msg_zc zc;
+	int r;
+
+	l45_msg_zc_off(msg, &zc);
+	iov_iter_kvec(&msg->msg_iter, L45_ITER_SOURCE, &kv, 1, len);
+	r = orig(sk, msg, len);
+	msg->msg_iter = saved;
+	l45_msg_zc_restore(msg, &zc);
+	return r;
+}
+
+/*
+ * Send what an earlier non-blocking (or interrupted) send kept back (R5).
+ * 0 when nothing is left; a transient error keeps the rest for later, a
+ * hard one discards it (the stream is broken anyway).
+ */
+static int l45_flush(struct sock *sk, struct msghdr *msg, struct l45_dir *d,
+		     l45_sendmsg_fn orig)
+{
+	while (d->pend_len) {
+		int r = l45_xmit(sk, msg, d->buf[d->pend_idx] + d->pend_off,
+				 d->pend_len, orig);
+
+		if (r <= 0) {
+			if (!r)
+				r = -EAGAIN;
+			if (!l45_transient(r)) {
+				d->pend_off = 0;
+				WRITE_ONCE(d->pend_len, 0);
+			}
+			return r;
+		}
+		d->pend_off += r;
+		WRITE_ONCE(d->pend_len, d->pend_len - r);
+	}
+	return 0;
+}
+
+/*
+ * R5 on send: the module's bytes go to the transport and the application
+ * is told its whole message went.  UDP: one datagram, its error is the
+ * call's error.  TCP: loop on partial writes; what a non-blocking socket
+ * (or a signal, or SO_SNDTIMEO) leaves unsent is kept and flushed first on
+ * the next send, so no customized byte is lost to a partial write.  Only a
+ * hard error with nothing sent fails the call.
+ */
+static int l45_send_replace(struct l45_sock *st, struct sock *sk,
+			    struct msghdr *msg, size_t len, struct l45_dir *d,
+			    int cur, size_t clen, l45_sendmsg_fn orig)
+{
+	size_t sent = 0;
+	int r = 0;
+
+	if (!st->is_tcp) {
+		r = l45_xmit(sk, msg, d->buf[cur], clen, orig);
+		if (r < 0)
+			return r;
+		iov_iter_advance(&msg->msg_iter, iov_iter_count(&msg->msg_iter));
+		return len;
+	}
+	while (sent < clen) {
+		r = l45_xmit(sk, msg, d->buf[cur] + sent, clen - sent, orig);
+		if (r <= 0)
+			break;
+		sent += r;
+	}
+	if (sent < clen) {
+		if (!sent && r < 0 && !l45_transient(r))
+			return r;
+		d->pend_idx = cur;
+		d->pend_off = sent;
+		WRITE_ONCE(d->pend_len, clen - sent);
+	}
+	iov_iter_advance(&msg->msg_iter, iov_iter_count(&msg->msg_iter));
+	return len;
+}
+
+/* Find (or start tracking) the socket for a send; NULL = not ours. */
+static struct l45_sock *l45_sock_for_send(struct sock *sk,
+					  struct msghdr *msg)
+{
+	bool connected = sk->sk_state == TCP_ESTABLISHED ||
+			 sk->sk_state == TCP_CLOSE_WAIT;
+	struct l45_sock *st = l45_sock_lookup(sk);
+	__be32 daddr = 0;
+	__be16 dport = 0;
+
+	if (st && smp_load_acquire(&st->flow_done))
+		return st;
+	if (sk->sk_protocol == IPPROTO_TCP) {
+		/*
+		 * TCP is tracked at connect/accept; this catches sockets that
+		 * got connected another way (e.g. TCP Fast Open sendto).
+		 */
+		if (!connected)
+			goto none;
+	} else if (!connected) {
+		/* Unconnected UDP: the first message's destination (R14). */
+		DECLARE_SOCKADDR(struct sockaddr_in *, sin, msg->msg_name);
+
+		if (!sin || msg->msg_namelen < sizeof(*sin) ||
+		    sin->sin_family != AF_INET)
+			goto none;	/* the transport will refuse it */
+		daddr = sin->sin_addr.s_addr;
+		dport = sin->sin_port;
+	}
+	if (!st)
+		st = l45_sock_get_or_create(sk);
+	if (st)
+		l45_sock_complete_flow(st, daddr, dport);
+	return st;
+none:
+	if (st)
+		l45_sock_put(st);
+	return NULL;
+}
+
+int l45_sendmsg(struct sock *sk, struct msghdr *msg, size_t len,
+		l45_sendmsg_fn orig)
+{
+	struct l45_cust *snap[L45_MAX_SLOTS];
+	bool nonblock = msg->msg_flags & MSG_DONTWAIT;
+	struct l45_chain ch = { .cur = -1 };
+	struct l45_sock *st;
+	struct l45_dir *d;
+	int n = 0, ret;
+	u32 bufsz;
+
+	st = l45_sock_for_send(sk, msg);
+	if (!st)
+		return orig(sk, msg, len);
+	d = &st->dir[L45_SEND];
+	/*
+	 * The direction's mutex may be held across the transport call by a
+	 * blocked sender; a non-blocking caller must not wait for it.
+	 */
+	if (nonblock) {
+		if (!mutex_trylock(&d->lock)) {
+			ret = -EAGAIN;
+			goto out_put;
+		}
+	} else if (mutex_lock_interruptible(&d->lock)) {
+		ret = -ERESTARTSYS;
+		goto out_put;
+	}
+	if (d->pend_len) {
+		ret = l45_flush(sk, msg, d, orig);
+		if (ret)
+			goto out_unlock;
+	}
+	n = l45_sock_snapshot(st, L45_SEND, snap, &bufsz);
+	/* Zero-length messages are not offered to modules (decision). */
+	if (!n || !len) {
+		if (!n && d->buf[0])
+			l45_dir_free(d);	/* last module gone (R2) */
+		ret = orig(sk, msg, len);
+		goto out_snap;
+	}
+	ret = l45_dir_ensure(d, bufsz, n >= 2, 0);
+	if (ret)
+		goto out_snap;
+
+	ch.app = &msg->msg_iter;
+	ch.app_len = len;
+	switch (l45_run_chain(st, L45_SEND, snap, n, &ch)) {
+	case L45_V_DROP:
+		/* R3: nothing reaches the transport, the app is told it all went. */
+		iov_iter_advance(&msg->msg_iter, iov_iter_count(&msg->msg_iter));
+		ret = len;
+		break;
+	case L45_V_ERROR:
+		ret = ch.err;	/* R4 */
+		break;
+	default:
+		if (ch.cur < 0)
+			ret = orig(sk, msg, len);	/* untouched (R6, R8) */
+		else
+			ret = l45_send_replace(st, sk, msg, len, d, ch.cur,
+					       ch.cur_len, orig);
+		break;
+	}
+out_snap:
+	l45_snapshot_put(snap, n);
+out_unlock:
+	mutex_unlock(&d->lock);
+out_put:
+	l45_sock_put(st);
+	return ret;
+}
+
+/*
+ * At close, one non-blocking attempt to push bytes a non-blocking send
+ * kept back (decision: close never blocks on it; what the socket buffer
+ * cannot take then is lost, documented in README).
+ */
+void l45_close_flush(struct sock *sk, l45_sendmsg_fn orig)
+{
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	struct l45_sock *st = l45_sock_lookup(sk);
+	struct l45_dir *d;
+
+	if (!st)
+		return;
+	d = &st->dir[L45_SEND];
+	mutex_lock(&d->lock);
+	if (d->pend_len && st->is_tcp && l45_flush(sk, &msg, d, orig))
+		pr_debug("close: %u customized bytes could not be sent\n",
+			 d->pend_len);
+	mutex_unlock(&d->lock);
+	l45_sock_put(st);
+}
+
+/* Hand pending received bytes to the application; consumes them. */
+static int l45_deliver_pending(struct l45_dir *d, struct msghdr *msg,
+			       size_t room, bool peek)
+{
+	size_t want = min_t(size_t, d->pend_len, room);
+	size_t got;
+
+	if (!want)
+		return 0;
+	got = copy_to_iter(d->buf[d->pend_idx] + d->pend_off, want,
+			   &msg->msg_iter);
+	if (!got)
+		return -EFAULT;
+	if (!peek) {
+		d->pend_off += got;
+		WRITE_ONCE(d->pend_len, d->pend_len - got);
+	}
+	return got;
+}
+
+/*
+ * Receive, with d->lock held.  One transport read lands in buf[0] (up to
+ * the whole scratch buffer, whatever the application asked for, so modules
+ * see messages as the transport has them); the modules run; the result is
+ * delivered.  TCP keeps what does not fit for the next receive, served
+ * before the transport is read again (R5) and reported by poll; UDP
+ * truncates and reports MSG_TRUNC.  A dropped message is consumed; a
+ * blocking receive waits for the next one within SO_RCVTIMEO (R3).
+ */
+static int l45_recv_locked(struct l45_sock *st, struct sock *sk,
+			   struct msghdr *msg, size_t len, int flags,
+			   int *addr_len, l45_recvmsg_fn orig)
+{
+	struct l45_dir *d = &st->dir[L45_RECV];
+	bool nonblock = flags & MSG_DONTWAIT;
+	bool waitall = st->is_tcp && (flags & MSG_WAITALL);
+	int tflags = flags & ~(MSG_WAITALL | MSG_TRUNC);
+	long timeo = sock_rcvtimeo(sk, nonblock);
+	unsigned long deadline = jiffies + timeo;
+	struct l45_cust *snap[L45_MAX_SLOTS];
+	size_t copied = 0;
+	int ret, n, r;
+	u32 bufsz;
+
+	for (;;) {
+		struct l45_msg_rx_state rxs;
+		struct sockaddr_in sin_local;
+		struct l45_chain ch = { .cur = 0 };
+		struct iov_iter saved;
+		bool name_local = false;
+		bool flow_done;
+		struct kvec kv;
+
+		if (d->pend_len) {
+			r = l45_deliver_pending(d, msg, len - copied, false);
+			if (r < 0) {
+				ret = copied ? copied : r;
+				break;
+			}
+			copied += r;
+			if (!waitall || copied >= len) {
+				ret = copied;
+				break;
+			}
+			continue;
+		}
+
+		n = l45_sock_snapshot(st, L45_RECV, snap, &bufsz);
+		flow_done = smp_load_acquire(&st->flow_done);
+		if (!n && flow_done) {
+			if (d->buf[0])
+				l45_dir_free(d);	/* last module gone (R2) */
+			r = l45_call_recvmsg(orig, sk, msg, len - copied, flags,
+					     addr_len);
+			if (r < 0)
+				ret = copied ? copied : r;
+			else
+				ret = copied + r;
+			break;
+		}
+		ret = l45_dir_ensure(d, bufsz, true, 0);
+		if (ret) {
+			l45_snapshot_put(snap, n);
+			ret = copied ? copied : ret;
+			break;
+		}
+
+		l45_msg_rx_save(msg, &rxs);
+		saved = msg->msg_iter;
+		if (!flow_done && !msg->msg_name) {
+			/* recv() without an address: we still need the sender. */
+			memset(&sin_local, 0, sizeof(sin_local));
+			msg->msg_name = &sin_local;
+			name_local = true;
+		}
+		kv.iov_base = d->buf[0];
+		kv.iov_len = d->size;
+		iov_iter_kvec(&msg->msg_iter, L45_ITER_DEST, &kv, 1, d->size);
+		r = l45_call_recvmsg(orig, sk, msg, d->size, tflags, addr_len);
+		msg->msg_iter = saved;
+
+		if (r > 0 && !flow_done) {
+			/*
+			 * First message of an unconnected UDP socket: its sender
+			 * is the peer (R14).  Attach before customizing it.
+			 */
+			DECLARE_SOCKADDR(struct sockaddr_in *, sin, msg->msg_name);
+			__be32 daddr = 0;
+			__be16 dport = 0;
+
+			if (sin && sin->sin_family == AF_INET) {
+				daddr = sin->sin_addr.s_addr;
+				dport = sin->sin_port;
+			}
+			l45_sock_complete_flow(st, daddr, dport);
+			l45_snapshot_put(snap, n);
+			n = l45_sock_snapshot(st, L45_RECV, snap, &bufsz);
+			if (n && l45_dir_ensure(d, bufsz, true, r)) {
+				l45_snapshot_put(snap, n);
+				n = 0;	/* no memory for larger buffers: pass */
+			}
+		}
+		if (name_local) {
+			msg->msg_name = NULL;
+			msg->msg_namelen = rxs.namelen;
+		}
+		if (r <= 0) {
+			l45_snapshot_put(snap, n);
+			ret = copied ? copied : r;
+			break;
+		}
+
+		ch.cur_len = r;
+		ch.capacity = len;
+		r = n ? l45_run_chain(st, L45_RECV, snap, n, &ch) : L45_V_PASS;
+		l45_snapshot_put(snap, n);
+
+		if (r == L45_V_DROP) {
+			if (nonblock) {
+				ret = copied ? copied : -EAGAIN;
+				break;
+			}
+			if (timeo != MAX_SCHEDULE_TIMEOUT &&
+			    time_after_eq(jiffies, deadline)) {
+				ret = copied ? copied : -EAGAIN;
+				break;
+			}
+			if (signal_pending(current)) {
+				ret = copied ? copied : sock_intr_errno(timeo);
+				break;
+			}
+			/* Leave no name/control/flags of the dropped message. */
+			l45_msg_rx_restore(msg, &rxs);
+			continue;
+		}
+		if (r == L45_V_ERROR) {
+			ret = copied ? copied : ch.err;
+			break;
+		}
+		if (!st->is_tcp) {
+			size_t want = min_t(size_t, ch.cur_len, len);
+
+			if (copy_to_iter(d->buf[ch.cur], want, &msg->msg_iter) !=
+			    want) {
+				ret = -EFAULT;
+				break;
+			}
+			if (ch.cur_len > len)
+				msg->msg_flags |= MSG_TRUNC;
+			else
+				msg->msg_flags &= ~MSG_TRUNC;
+			/* recv(MSG_TRUNC) reports the real datagram length. */
+			ret = (flags & MSG_TRUNC) ? ch.cur_len : want;
+			break;
+		}
+		/* TCP: deliver through the pending path at the loop's top. */
+		d->pend_idx = ch.cur;
+		d->pend_off = 0;
+		WRITE_ONCE(d->pend_len, ch.cur_len);
+	}
+	return ret;
+}
+
+int l45_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,
+		int *addr_len, l45_recvmsg_fn orig)
+{
+	bool nonblock = flags & MSG_DONTWAIT;
+	struct l45_sock *st;
+	struct l45_dir *d;
+	int ret;
+
+	/*
+	 * The error queue and TCP urgent data are not messages of the
+	 * stream: passed through uncustomized (decision).
+	 */
+	if (flags & (MSG_ERRQUEUE | MSG_OOB) || !len)
+		return l45_call_recvmsg(orig, sk, msg, len, flags, addr_len);
+
+	st = l45_sock_lookup(sk);
+	if (!st) {
+		bool connected = sk->sk_state == TCP_ESTABLISHED ||
+				 sk->sk_state == TCP_CLOSE_WAIT;
+
+		/* TCP: tracked at connect/accept; UDP: at first send/recv. */
+		if (sk->sk_protocol != IPPROTO_TCP || connected)
+			st = l45_sock_get_or_create(sk);
+		if (!st)
+			return l45_call_recvmsg(orig, sk, msg, len, flags,
+						addr_len);
+		/*
+		 * Connected: the peer is known now.  Unconnected UDP waits
+		 * for its first datagram's sender (l45_recv_locked).
+		 */
+		if (connected)
+			l45_sock_complete_flow(st, 0, 0);
+	}
+	d = &st->dir[L45_RECV];
+
+	if (flags & MSG_PEEK) {
+		/*
+		 * Peeking shows bytes Layer 4.5 holds for the application if
+		 * any, else the raw transport data (decision: a peek does not
+		 * run modules, which would consume their state).
+		 */
+		if (!READ_ONCE(d->pend_len)) {
+			l45_sock_put(st);
+			return l45_call_recvmsg(orig, sk, msg, len, flags,
+						addr_len);
+		}
+		mutex_lock(&d->lock);
+		ret = l45_deliver_pending(d, msg, len, true);
+		mutex_unlock(&d->lock);
+		l45_sock_put(st);
+		if (!ret)	/* consumed meanwhile by another reader */
+			ret = l45_call_recvmsg(orig, sk, msg, len, flags,
+					       addr_len);
+		return ret;
+	}
+
+	if (nonblock) {
+		if (!mutex_trylock(&d->lock)) {
+			l45_sock_put(st);
+			return -EAGAIN;
+		}
+	} else if (mutex_lock_interruptible(&d->lock)) {
+		l45_sock_put(st);
+		return -ERESTARTSYS;
+	}
+	ret = l45_recv_locked(st, sk, msg, len, flags, addr_len, orig);
+	mutex_unlock(&d->lock);
+	l45_sock_put(st);
+	return ret;
+}

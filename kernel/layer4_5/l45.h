@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Layer 4.5 internals shared by the core's files.
+ *
+ * Lock order (outer first):
+ *	l45_dir.lock (per socket, per direction; may be held across the
+ *		      transport call and across module callbacks)
+ *	  -> sk_lock (taken by TCP/UDP themselves)
+ *	  -> l45_sock.slot_lock (per socket: slots, flow completion)
+ *	       -> l45_reg_lock (global registry)
+ * No spinlock is ever held across a module callback or a transport call.
+ */
+#ifndef _L45_H
+#define _L45_H
+
+#ifndef pr_fmt
+#define pr_fmt(fmt) "layer4_5: " fmt
+#endif
+
+#include <linux/types.h>
+#include <linux/kref.h>
+#include <linux/mutex.h>
+#include <linux/refcount.h>
+#include <linux/rhashtable.h>
+#include <linux/workqueue.h>
+#include <net/sock.h>
+#include <layer4_5/customization.h>
+#include "compat.h"
+
+#define L45_MAX_SLOTS		5	/* modules per socket (R14) */
+#define L45_DEFAULT_BUF		(64 * 1024)	/* minimum scratch (R2) */
+#define L45_MAX_BUF		(64 * 1024 * 1024)	/* sanity cap */
+#define L45_REVOKED_MAX		256	/* revoked history entries kept */
+
+enum { L45_SEND = 0, L45_RECV = 1 };
+
+/*
+ * Layer 4.5's own refcounted wrapper around a registered
+ * customization_node.  Sockets reference the wrapper, never the node: once
+ * unregister_customization() returned, the node (and the module text
+ * behind its function pointers) is never touched again.
+ */
+struct l45_cust {
+	struct list_head list;		/* installed or deprecated; reg lock */
+	struct kref ref;		/* registry + sockets + snapshots */
+	struct customization_node *node;	/* deref only inside a guard */
+	struct customization_flow target;	/* copied at registration */
+	customization_fn send_fn;
+	customization_fn recv_fn;
+	u32 send_size;			/* effective scratch sizes */
+	u32 recv_size;
+	u64 seq;			/* registration order */
+	u16 id;
+	bool apply_now;
+	bool deprecated;		/* reg lock */
+	bool dead;			/* unregistered; READ_ONCE */
+	atomic_t inflight;		/* callers inside a guard */
+	atomic_t nsocks;		/* sockets attached (sock_count) */
+	struct timespec64 reg_ts;
+	struct timespec64 dep_ts;
+};
+
+/* Per socket, per direction. */
+struct l45_dir {
+	struct mutex lock;
+	/*
+	 * Two scratch buffers of 'size' bytes each (R2): a module reads the
+	 * current message from one and writes into the other, so several
+	 * modules can rewrite a message one after the other.  On recv, buf[0]
+	 * is also the bounce buffer the transport fills.
+	 */
+	void *buf[2];
+	u32 size;
+	/* Bytes not yet handed on: TCP recv rest, unsent TCP send rest. */
+	u8 pend_idx;
+	u32 pend_off;
+	u32 pend_len;			/* READ_ONCE from poll */
+	struct customization_buffer cb;	/* what modules are handed */
+};
+
+struct l45_sock {
+	struct rhash_head hnode;
+	struct sock *sk;		/* hash key */
+	refcount_t ref;
+	struct rcu_head rcu;
+	struct work_struct free_work;
+	bool is_tcp;
+	bool flow_done;			/* flow known, modules matched */
+	bool skip;			/* set_cust_to_skip seen (R7) */
+	struct mutex slot_lock;
+	struct l45_cust *slots[L45_MAX_SLOTS];
+	int nslots;
+	u64 seen_seq;			/* registry seq at last (re)match */
+	struct customization_flow flow;
+	struct l45_dir dir[2];
+};
+
+/* registry.c */
+extern u64 l45_apply_seq;
+bool l45_cust_enter(struct l45_cust *c);
+void l45_cust_exit(struct l45_cust *c);
+void l45_cust_get(struct l45_cust *c);
+void l45_cust_put(struct l45_cust *c);
+u16 l45_cust_prio(struct l45_cust *c, bool *alive);
+bool l45_cust_active(struct l45_cust *c);
+void l45_cust_detached(struct l45_cust *c);
+int l45_registry_select(const struct customization_flow *flow,
+			struct l45_cust **slots, int nslots, bool apply_now_only,
+			u64 *seen_seq);
+void l45_registry_exit(void);
+struct l45_sb;
+void l45_registry_report(struct l45_sb *sb);
+int l45_registry_deprecate(u16 id);
+int l45_registry_toggle(u16 id, u16 on);
+int l45_registry_priority(u16 id, u16 prio);
+int l45_registry_challenge(u16 id, char *resp, char *iv, char *challenge);
+
+/* sock.c */
+int l45_sock_init(void);
+void l45_sock_exit(void);
+struct l45_sock *l45_sock_lookup(struct sock *sk);
+struct l45_sock *l45_sock_get_or_create(struct sock *sk);
+void l45_sock_put(struct l45_sock *st);
+void l45_sock_complete_flow(struct l45_sock *st, __be32 daddr, __be16 dport);
+int l45_sock_snapshot(struct l45_sock *st, int dir, struct l45_cust **snap,
+		      u32 *bufsz);
+void l45_snapshot_put(struct l45_cust **snap, int n);
+void l45_sock_set_skip(struct l45_sock *st);
+struct l45_sock *l45_sock_unlink(struct sock *sk);
+u32 l45_sock_recv_pending(struct sock *sk);
+int l45_dir_ensure(struct l45_dir *d, u32 size, bool two, u32 keep0);
+void l45_dir_free(struct l45_dir *d);
+void l45_track_connected(struct sock *sk);
+
+/* datapath.c */
+int l45_sendmsg(struct sock *sk, struct msghdr *msg, size_t len,
+		int (*orig)(struct sock *, struct msghdr *, size_t));
+int l45_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,
+		int *addr_len, l45_recvmsg_fn orig);
+void l45_close_flush(struct sock *sk,
+		     int (*orig)(struct sock *, struct msghdr *, size_t));
+
+/* proto.c */
+int l45_proto_init(void);
+void l45_proto_exit(void);
+
+/* netlink.c */
+int l45_netlink_init(void);
+void l45_netlink_exit(void);
+
+/* JSON reply builder (netlink.c) */
+struct l45_sb {
+	char *buf;
+	size_t len;
+	size_t cap;
+	bool failed;
+};
+__printf(2, 3) void l45_sb_printf(struct l45_sb *sb, const char *fmt, ...);
+
+#endif /* _L45_H */

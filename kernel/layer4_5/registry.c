@@ -1,0 +1,536 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Layer 4.5 registry: registration, ids, ordering, deprecation, the
+ * revoked history, and the guard that makes unregister wait for callbacks.
+ */
+#define pr_fmt(fmt) "layer4_5: " fmt
+
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/timekeeping.h>
+#include <linux/wait_bit.h>
+#include <linux/in.h>
+#include "l45.h"
+
+/* Protects the three lists, l45_reg_seq and every wrapper's list/flags. */
+static DEFINE_MUTEX(l45_reg_lock);
+static LIST_HEAD(l45_installed);	/* registration order */
+static LIST_HEAD(l45_deprecated);	/* deprecation order */
+static LIST_HEAD(l45_revoked);		/* oldest first */
+static unsigned int l45_nrevoked;
+static u64 l45_reg_seq;
+
+/*
+ * Sequence number of the latest registration that asked for apply_now.  A
+ * socket whose seen_seq is older re-matches apply_now modules before its
+ * next message (R14).  Written under l45_reg_lock, read locklessly.
+ */
+u64 l45_apply_seq;
+
+struct l45_revoked_entry {
+	struct list_head list;
+	u16 id;
+	time64_t ts;
+};
+
+/*
+ * The guard.  Every dereference of c->node (and so every call into the
+ * module) happens between l45_cust_enter() and l45_cust_exit().
+ * unregister_customization() sets c->dead and then waits until inflight
+ * drops to zero; the full barriers on both sides make sure that either
+ * the caller sees dead (and backs off) or unregister sees the caller (and
+ * waits).  Callbacks may sleep: no lock is held by the guard itself (R15).
+ */
+bool l45_cust_enter(struct l45_cust *c)
+{
+	atomic_inc(&c->inflight);
+	smp_mb__after_atomic();
+	if (unlikely(READ_ONCE(c->dead))) {
+		l45_cust_exit(c);
+		return false;
+	}
+	return true;
+}
+
+void l45_cust_exit(struct l45_cust *c)
+{
+	if (atomic_dec_and_test(&c->inflight))
+		wake_up_var(&c->inflight);
+}
+
+static void l45_cust_release(struct kref *ref)
+{
+	kfree(container_of(ref, struct l45_cust, ref));
+}
+
+void l45_cust_get(struct l45_cust *c)
+{
+	kref_get(&c->ref);
+}
+
+void l45_cust_put(struct l45_cust *c)
+{
+	kref_put(&c->ref, l45_cust_release);
+}
+
+/* Mirror the core's count into the module's node (read by old tools). */
+static void l45_cust_sync_count(struct l45_cust *c)
+{
+	int n = atomic_read(&c->nsocks);
+
+	if (l45_cust_enter(c)) {
+		c->node->sock_count = clamp(n, 0, (int)U16_MAX);
+		l45_cust_exit(c);
+	}
+}
+
+/* A socket let go of c (close, skip, or c was unregistered). */
+void l45_cust_detached(struct l45_cust *c)
+{
+	atomic_dec(&c->nsocks);
+	l45_cust_sync_count(c);
+	l45_cust_put(c);
+}
+
+/* Priority; a NULL cust_priority pointer means priority 0 (decision). */
+u16 l45_cust_prio(struct l45_cust *c, bool *alive)
+{
+	u16 prio = U16_MAX;
+
+	*alive = l45_cust_enter(c);
+	if (*alive) {
+		if (c->node->cust_priority)
+			prio = READ_ONCE(*c->node->cust_priority);
+		else
+			prio = 0;
+		l45_cust_exit(c);
+	}
+	return prio;
+}
+
+/*
+ * active_mode is enforced here, not left to modules (R11; contract section
+ * 4: it used to be only a convention).  A NULL active_mode pointer means
+ * always active (decision).  Called inside a guard.
+ */
+bool l45_cust_active(struct l45_cust *c)
+{
+	u16 *am = c->node->active_mode;
+
+	return !am || READ_ONCE(*am) != 0;
+}
+
+static bool l45_name_match(const char *want, const char *have)
+{
+	if (!strcmp(want, CUSTOMIZATION_TASK_ANY))
+		return true;
+	return !strncmp(want, have, CUSTOMIZATION_TASK_NAME_LEN);
+}
+
+/* R14: every field of the target matches; 0 / 256 / "*" are wildcards. */
+static bool l45_flow_match(const struct customization_flow *t,
+			   const struct customization_flow *f)
+{
+	if (t->dest_port && t->dest_port != f->dest_port)
+		return false;
+	if (t->source_port && t->source_port != f->source_port)
+		return false;
+	if (t->dest_ip && t->dest_ip != f->dest_ip)
+		return false;
+	if (t->source_ip && t->source_ip != f->source_ip)
+		return false;
+	if (t->protocol != CUSTOMIZATION_PROTO_ANY &&
+	    t->protocol != f->protocol)
+		return false;
+	return l45_name_match(t->task_name_pid, f->task_name_pid) &&
+	       l45_name_match(t->task_name_tgid, f->task_name_tgid);
+}
+
+static bool l45_before(u16 pa, u64 sa, u16 pb, u64 sb)
+{
+	return pa < pb || (pa == pb && sa < sb);
+}
+
+/*
+ * Pick modules for a socket.  On entry slots[0..nslots) are the modules
+ * already attached; on return up to L45_MAX_SLOTS in total, the new ones
+ * with a reference taken and counted.  Candidates are the installed (never
+ * the deprecated: R12) modules matching the flow, best (lowest priority,
+ * then earliest registration) first.  apply_now_only restricts to modules
+ * registered with apply_now after *seen_seq.  The fixed-size candidate
+ * array is bounded by the free slots, so a sixth module can never overrun
+ * the five slots (contract section 4).
+ */
+int l45_registry_select(const struct customization_flow *flow,
+			struct l45_cust **slots, int nslots, bool apply_now_only,
+			u64 *seen_seq)
+{
+	struct l45_cust *cand[L45_MAX_SLOTS];
+	u16 cprio[L45_MAX_SLOTS];
+	int free = L45_MAX_SLOTS - nslots;
+	int ncand = 0, i, j;
+	struct l45_cust *c;
+
+	mutex_lock(&l45_reg_lock);
+	list_for_each_entry(c, &l45_installed, list) {
+		u16 prio;
+
+		if (apply_now_only && (!c->apply_now || c->seq <= *seen_seq))
+			continue;
+		if (!l45_flow_match(&c->target, flow))
+			continue;
+		for (i = 0; i < nslots; i++)
+			if (slots[i] == c)
+				break;
+		if (i < nslots)
+			continue;
+		/* The registry lock keeps c's node alive (unregister needs it). */
+		prio = c->node->cust_priority ? READ_ONCE(*c->node->cust_priority) : 0;
+		/* Insertion into the sorted, bounded candidate array. */
+		for (i = ncand; i > 0; i--) {
+			if (!l45_before(prio, c->seq, cprio[i - 1],
+					cand[i - 1]->seq))
+				break;
+			if (i < free) {
+				cand[i] = cand[i - 1];
+				cprio[i] = cprio[i - 1];
+			}
+		}
+		if (i < free) {
+			cand[i] = c;
+			cprio[i] = prio;
+			if (ncand < free)
+				ncand++;
+		}
+	}
+	for (j = 0; j < ncand; j++) {
+		c = cand[j];
+		kref_get(&c->ref);
+		atomic_inc(&c->nsocks);
+		c->node->sock_count = clamp(atomic_read(&c->nsocks), 0,
+					    (int)U16_MAX);
+		slots[nslots++] = c;
+	}
+	*seen_seq = l45_reg_seq;
+	mutex_unlock(&l45_reg_lock);
+	return nslots;
+}
+
+static struct l45_cust *l45_find_id(u16 id)
+{
+	struct l45_cust *c;
+
+	list_for_each_entry(c, &l45_installed, list)
+		if (c->id == id)
+			return c;
+	list_for_each_entry(c, &l45_deprecated, list)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+static struct l45_cust *l45_find_node(struct customization_node *node)
+{
+	struct l45_cust *c;
+
+	list_for_each_entry(c, &l45_installed, list)
+		if (c->node == node)
+			return c;
+	list_for_each_entry(c, &l45_deprecated, list)
+		if (c->node == node)
+			return c;
+	return NULL;
+}
+
+int register_customization(struct customization_node *node, u16 apply_now)
+{
+	struct l45_cust *c;
+	int err;
+
+	if (!node)
+		return -EINVAL;
+	/* R1: both directions are mandatory; no_cust is how to skip one. */
+	if (!node->send_function || !node->recv_function) {
+		pr_err("customization %u refused: %s function is NULL (register one that sets no_cust instead)\n",
+		       node->cust_id,
+		       node->send_function ? "recv" : "send");
+		return -EINVAL;
+	}
+	if (node->target_flow.protocol != IPPROTO_TCP &&
+	    node->target_flow.protocol != IPPROTO_UDP &&
+	    node->target_flow.protocol != CUSTOMIZATION_PROTO_ANY) {
+		pr_err("customization %u refused: protocol %u is not 6, 17 or 256\n",
+		       node->cust_id, node->target_flow.protocol);
+		return -EINVAL;
+	}
+	if (node->send_buffer_size > L45_MAX_BUF ||
+	    node->recv_buffer_size > L45_MAX_BUF) {
+		pr_err("customization %u refused: buffer size above %u\n",
+		       node->cust_id, L45_MAX_BUF);
+		return -EINVAL;
+	}
+
+	c = kzalloc(sizeof(*c), GFP_KERNEL);
+	if (!c)
+		return -ENOMEM;
+	kref_init(&c->ref);
+	INIT_LIST_HEAD(&c->list);
+	c->node = node;
+	c->target = node->target_flow;
+	/* Names are compared as C strings: make sure they are terminated. */
+	c->target.task_name_pid[CUSTOMIZATION_TASK_NAME_LEN - 1] = '\0';
+	c->target.task_name_tgid[CUSTOMIZATION_TASK_NAME_LEN - 1] = '\0';
+	c->send_fn = node->send_function;
+	c->recv_fn = node->recv_function;
+	c->send_size = max_t(u32, node->send_buffer_size, L45_DEFAULT_BUF);
+	c->recv_size = max_t(u32, node->recv_buffer_size, L45_DEFAULT_BUF);
+	c->id = node->cust_id;
+	c->apply_now = apply_now != 0;
+
+	mutex_lock(&l45_reg_lock);
+	if (l45_find_node(node)) {
+		err = -EBUSY;
+		pr_err("customization %u refused: node already registered\n",
+		       c->id);
+		goto out_free;
+	}
+	if (l45_find_id(c->id)) {
+		err = -EEXIST;
+		pr_err("customization %u refused: id already registered\n",
+		       c->id);
+		goto out_free;
+	}
+	c->seq = ++l45_reg_seq;
+	ktime_get_real_ts64(&c->reg_ts);
+	node->registration_time_struct = c->reg_ts;
+	memset(&node->deprecated_time_struct, 0,
+	       sizeof(node->deprecated_time_struct));
+	memset(&node->revoked_time_struct, 0,
+	       sizeof(node->revoked_time_struct));
+	node->sock_count = 0;
+	/*
+	 * The node's list_heads are the established ABI's bookkeeping fields;
+	 * Layer 4.5 keeps its lists in its own wrapper (so a module's node is
+	 * never reachable from a list after unregister) and leaves these
+	 * initialised and empty.
+	 */
+	INIT_LIST_HEAD(&node->cust_list_member);
+	INIT_LIST_HEAD(&node->deprecated_cust_list_member);
+	INIT_LIST_HEAD(&node->revoked_cust_list_member);
+	list_add_tail(&c->list, &l45_installed);
+	if (c->apply_now)
+		WRITE_ONCE(l45_apply_seq, c->seq);
+	mutex_unlock(&l45_reg_lock);
+
+	pr_info("customization %u registered (apply_now=%u)\n", c->id,
+		c->apply_now);
+	return 0;
+
+out_free:
+	mutex_unlock(&l45_reg_lock);
+	kfree(c);	/* nothing else was allocated: no leak on refusal (R1) */
+	return err;
+}
+EXPORT_SYMBOL_GPL(register_customization);
+
+static void l45_add_revoked(u16 id, time64_t ts)
+{
+	struct l45_revoked_entry *e;
+
+	/* Bounded history: the oldest entry makes room (decision). */
+	if (l45_nrevoked >= L45_REVOKED_MAX) {
+		e = list_first_entry(&l45_revoked, struct l45_revoked_entry,
+				     list);
+		list_del(&e->list);
+		l45_nrevoked--;
+	} else {
+		e = kmalloc(sizeof(*e), GFP_KERNEL);
+		if (!e) {
+			pr_warn("customization %u: no memory for revoked history\n",
+				id);
+			return;
+		}
+	}
+	e->id = id;
+	e->ts = ts;
+	list_add_tail(&e->list, &l45_revoked);
+	l45_nrevoked++;
+}
+
+int unregister_customization(struct customization_node *node)
+{
+	struct timespec64 now;
+	struct l45_cust *c;
+
+	if (!node)
+		return -EINVAL;
+	mutex_lock(&l45_reg_lock);
+	c = l45_find_node(node);
+	if (!c) {
+		mutex_unlock(&l45_reg_lock);
+		return -ENOENT;
+	}
+	WRITE_ONCE(c->dead, true);
+	smp_mb();	/* pairs with l45_cust_enter() */
+	list_del_init(&c->list);
+	ktime_get_real_ts64(&now);
+	node->revoked_time_struct = now;
+	l45_add_revoked(c->id, now.tv_sec);
+	mutex_unlock(&l45_reg_lock);
+
+	/*
+	 * No new callback can start; wait for those running.  Sockets keep
+	 * the wrapper (not the node) and drop it on their next message or at
+	 * close.
+	 */
+	wait_var_event(&c->inflight, !atomic_read(&c->inflight));
+	pr_info("customization %u unregistered (%d sockets released lazily)\n",
+		c->id, atomic_read(&c->nsocks));
+	l45_cust_put(c);
+	return 0;
+}
+EXPORT_SYMBOL_GPL(unregister_customization);
+
+static void l45_report_list(struct l45_sb *sb, struct list_head *head,
+			    bool deprecated)
+{
+	struct l45_cust *c;
+	bool first = true;
+
+	list_for_each_entry(c, head, list) {
+		u16 *am = c->node->active_mode;
+
+		/*
+		 * ts: registration time for installed modules, deprecation
+		 * time for deprecated ones (decision).
+		 */
+		l45_sb_printf(sb, "%s{\"ID\":%u,\"Activated\":%u,\"Count\":%d,\"ts\":%lld}",
+			      first ? "" : ",", c->id,
+			      (!am || READ_ONCE(*am)) ? 1 : 0,
+			      atomic_read(&c->nsocks),
+			      (long long)(deprecated ? c->dep_ts.tv_sec :
+						       c->reg_ts.tv_sec));
+		first = false;
+	}
+}
+
+void l45_registry_report(struct l45_sb *sb)
+{
+	struct l45_revoked_entry *e;
+	bool first = true;
+
+	mutex_lock(&l45_reg_lock);
+	l45_sb_printf(sb, "{\"Installed\":[");
+	l45_report_list(sb, &l45_installed, false);
+	l45_sb_printf(sb, "],\"Deprecated\":[");
+	l45_report_list(sb, &l45_deprecated, true);
+	l45_sb_printf(sb, "],\"Revoked\":[");
+	list_for_each_entry(e, &l45_revoked, list) {
+		l45_sb_printf(sb, "%s{\"ID\":%u,\"ts\":%lld}", first ? "" : ",",
+			      e->id, (long long)e->ts);
+		first = false;
+	}
+	l45_sb_printf(sb, "]}");
+	mutex_unlock(&l45_reg_lock);
+}
+
+/* R12.  Returns 1, or 0 when the id is unknown or already deprecated. */
+int l45_registry_deprecate(u16 id)
+{
+	struct l45_cust *c;
+	int ret = 0;
+
+	mutex_lock(&l45_reg_lock);
+	list_for_each_entry(c, &l45_installed, list) {
+		if (c->id != id)
+			continue;
+		c->deprecated = true;
+		ktime_get_real_ts64(&c->dep_ts);
+		c->node->deprecated_time_struct = c->dep_ts;
+		list_move_tail(&c->list, &l45_deprecated);
+		ret = 1;
+		break;
+	}
+	mutex_unlock(&l45_reg_lock);
+	return ret;
+}
+
+/* R11: takes effect on the next message (active_mode is read per message). */
+int l45_registry_toggle(u16 id, u16 on)
+{
+	struct l45_cust *c;
+	int ret = 0;
+
+	mutex_lock(&l45_reg_lock);
+	c = l45_find_id(id);
+	if (c && c->node->active_mode) {
+		WRITE_ONCE(*c->node->active_mode, on);
+		ret = 1;
+	}
+	mutex_unlock(&l45_reg_lock);
+	return ret;
+}
+
+/* R14: sockets re-sort their slots before each message, see sock.c. */
+int l45_registry_priority(u16 id, u16 prio)
+{
+	struct l45_cust *c;
+	int ret = 0;
+
+	mutex_lock(&l45_reg_lock);
+	c = l45_find_id(id);
+	if (c && c->node->cust_priority) {
+		WRITE_ONCE(*c->node->cust_priority, prio);
+		ret = 1;
+	}
+	mutex_unlock(&l45_reg_lock);
+	return ret;
+}
+
+/*
+ * R16 CHALLENGE.  -ENOENT for an unknown id, -EOPNOTSUPP when the module
+ * has no challenge_function: both answered with an error, never a NULL
+ * dereference (contract section 4).  The call runs inside the guard and
+ * outside the registry lock, so it may sleep.
+ */
+int l45_registry_challenge(u16 id, char *resp, char *iv, char *challenge)
+{
+	customization_challenge_fn fn = NULL;
+	struct l45_cust *c;
+	int err = 0;
+
+	mutex_lock(&l45_reg_lock);
+	c = l45_find_id(id);
+	if (!c) {
+		err = -ENOENT;
+	} else {
+		fn = c->node->challenge_function;
+		if (!fn)
+			err = -EOPNOTSUPP;
+		else if (!l45_cust_enter(c))
+			err = -ENOENT;
+		else
+			kref_get(&c->ref);
+	}
+	mutex_unlock(&l45_reg_lock);
+	if (err)
+		return err;
+	fn(resp, iv, challenge);
+	l45_cust_exit(c);
+	l45_cust_put(c);
+	return 0;
+}
+
+/* Core unload: customization modules depend on us, so all are gone. */
+void l45_registry_exit(void)
+{
+	struct l45_revoked_entry *e, *tmp;
+
+	WARN_ON(!list_empty(&l45_installed) || !list_empty(&l45_deprecated));
+	list_for_each_entry_safe(e, tmp, &l45_revoked, list) {
+		list_del(&e->list);
+		kfree(e);
+	}
+	l45_nrevoked = 0;
+}
