@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * l45test: small TCP/UDP peers for trying Layer 4.5 by hand or from a
+ * guest script.  Prints one line per call, easy to grep:
+ *	SEND ret=<n> errno=<e>
+ *	RECV ret=<n> errno=<e> trunc=<0|1> data=<bytes, non-printables as .>
+ *
+ *	l45test echo udp|tcp PORT [bufsize]
+ *		echo server (forever; TCP: one connection after the other)
+ *	l45test client udp|tcp IP PORT [options] MSG...
+ *		for each MSG: send it, then receive (unless -n)
+ *	options:
+ *		-b N	receive buffer size (default 65536)
+ *		-k N	receive calls per message (default 1)
+ *		-w N	send MSG as a writev of N segments
+ *		-v N	receive with a readv of N segments
+ *		-N	non-blocking socket
+ *		-t MS	SO_RCVTIMEO
+ *		-u	UDP: sendto without connect
+ *		-n	do not receive
+ *		-W	MSG_WAITALL
+ *		-T NAME	run in a thread named NAME (comm differs from process)
+ *		-s MS	sleep before each receive
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static int bufsize = 65536, reads = 1, wsegs = 1, rsegs = 1, nonblock;
+static int timeout_ms, unconnected, noreply, waitall, sleep_ms;
+static const char *thread_name;
+static int tcp;
+static struct sockaddr_in peer;
+static char **msgs;
+static int nmsgs;
+
+static void show(const char *what, ssize_t ret, int err, int trunc,
+		 const char *data, ssize_t n)
+{
+	ssize_t i;
+
+	printf("%s ret=%zd errno=%d", what, ret, ret < 0 ? err : 0);
+	if (trunc >= 0)
+		printf(" trunc=%d", trunc);
+	if (data) {
+		printf(" data=");
+		for (i = 0; i < n; i++)
+			putchar(data[i] >= 32 && data[i] < 127 ? data[i] : '.');
+	}
+	putchar('\n');
+	fflush(stdout);
+}
+
+static int echo(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_port = htons(port) };
+	char *buf = malloc(bufsize);
+	int one = 1, fd;
+
+	fd = socket(AF_INET, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) ||
+	    (tcp && listen(fd, 16))) {
+		perror("bind/listen");
+		return 1;
+	}
+	printf("READY\n");
+	fflush(stdout);
+	for (;;) {
+		struct sockaddr_in from;
+		socklen_t fl = sizeof(from);
+		ssize_t n;
+
+		if (!tcp) {
+			n = recvfrom(fd, buf, bufsize, 0,
+				     (struct sockaddr *)&from, &fl);
+			show("RECV", n, errno, -1, buf, n > 0 ? n : 0);
+			if (n >= 0)
+				show("SEND", sendto(fd, buf, n, 0,
+					(struct sockaddr *)&from, fl), errno,
+				     -1, NULL, 0);
+			continue;
+		}
+		int c = accept(fd, NULL, NULL);
+
+		if (c < 0)
+			continue;
+		while ((n = read(c, buf, bufsize)) > 0) {
+			show("RECV", n, errno, -1, buf, n);
+			show("SEND", write(c, buf, n), errno, -1, NULL, 0);
+		}
+		show("EOF", n, errno, -1, NULL, 0);
+		close(c);
+	}
+}
+
+static void *client(void *arg)
+{
+	char *buf = malloc(bufsize);
+	int fd, i, j;
+
+	(void)arg;
+	if (thread_name)
+		prctl(PR_SET_NAME, thread_name);
+	fd = socket(AF_INET, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+	if (timeout_ms) {
+		struct timeval tv = { timeout_ms / 1000,
+				      (timeout_ms % 1000) * 1000 };
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
+	if ((tcp || !unconnected) &&
+	    connect(fd, (struct sockaddr *)&peer, sizeof(peer))) {
+		show("CONNECT", -1, errno, -1, NULL, 0);
+		exit(1);
+	}
+	if (nonblock)
+		fcntl(fd, F_SETFL, O_NONBLOCK);
+	for (i = 0; i < nmsgs; i++) {
+		size_t len = strlen(msgs[i]), per = len / wsegs, off = 0;
+		struct iovec iov[64];
+		struct msghdr m = { 0 };
+		ssize_t r;
+
+		for (j = 0; j < wsegs && j < 64; j++) {
+			iov[j].iov_base = msgs[i] + off;
+			iov[j].iov_len = j == wsegs - 1 ? len - off : per;
+			off += iov[j].iov_len;
+		}
+		m.msg_iov = iov;
+		m.msg_iovlen = j;
+		if (unconnected && !tcp) {
+			m.msg_name = &peer;
+			m.msg_namelen = sizeof(peer);
+		}
+		r = sendmsg(fd, &m, 0);
+		show("SEND", r, errno, -1, NULL, 0);
+		if (noreply)
+			continue;
+		for (j = 0; j < reads; j++) {
+			int per_r = bufsize / rsegs, k;
+
+			if (sleep_ms)
+				usleep(sleep_ms * 1000);
+			memset(&m, 0, sizeof(m));
+			for (k = 0; k < rsegs && k < 64; k++) {
+				iov[k].iov_base = buf + k * per_r;
+				iov[k].iov_len = k == rsegs - 1 ?
+					bufsize - k * per_r : per_r;
+			}
+			m.msg_iov = iov;
+			m.msg_iovlen = k;
+			r = recvmsg(fd, &m, waitall ? MSG_WAITALL : 0);
+			show("RECV", r, errno, !!(m.msg_flags & MSG_TRUNC), buf,
+			     r > 0 ? r : 0);
+		}
+	}
+	close(fd);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	int opt;
+
+	if (argc < 4)
+		goto usage;
+	tcp = !strcmp(argv[2], "tcp");
+	if (!strcmp(argv[1], "echo")) {
+		if (argc > 4)
+			bufsize = atoi(argv[4]);
+		return echo(atoi(argv[3]));
+	}
+	if (strcmp(argv[1], "client") || argc < 6)
+		goto usage;
+	peer.sin_family = AF_INET;
+	inet_pton(AF_INET, argv[3], &peer.sin_addr);
+	peer.sin_port = htons(atoi(argv[4]));
+	optind = 5;
+	while ((opt = getopt(argc, argv, "b:k:w:v:Nt:unWT:s:")) != -1) {
+		switch (opt) {
+		case 'b': bufsize = atoi(optarg); break;
+		case 'k': reads = atoi(optarg); break;
+		case 'w': wsegs = atoi(optarg); break;
+		case 'v': rsegs = atoi(optarg); break;
+		case 'N': nonblock = 1; break;
+		case 't': timeout_ms = atoi(optarg); break;
+		case 'u': unconnected = 1; break;
+		case 'n': noreply = 1; break;
+		case 'W': waitall = 1; break;
+		case 'T': thread_name = optarg; break;
+		case 's': sleep_ms = atoi(optarg); break;
+		default: goto usage;
+		}
+	}
+	msgs = argv + optind;
+	nmsgs = argc - optind;
+	if (thread_name) {
+		pthread_t t;
+
+		pthread_create(&t, NULL, client, NULL);
+		pthread_join(t, NULL);
+	} else {
+		client(NULL);
+	}
+	return 0;
+usage:
+	fprintf(stderr, "see the comment at the top of l45test.c\n");
+	return 2;
+}
