@@ -121,6 +121,7 @@ void l45_sock_exit(void);
 struct l45_sock *l45_sock_lookup(struct sock *sk);
 struct l45_sock *l45_sock_get_or_create(struct sock *sk);
 void l45_sock_put(struct l45_sock *st);
+void l45_sock_put_deferred(struct l45_sock *st);
 void l45_sock_complete_flow(struct l45_sock *st, __be32 daddr, __be16 dport);
 int l45_sock_snapshot(struct l45_sock *st, int dir, struct l45_cust **snap,
 		      u32 *bufsz);

@@ -149,11 +149,15 @@ static struct sock *l45_tcp_accept(L45_ACCEPT_PARAMS(sk))
 	return newsk;
 }
 
-static void l45_release_state(struct sock *sk)
+static void l45_release_state(struct sock *sk, bool deferred)
 {
 	struct l45_sock *st = l45_sock_unlink(sk);
 
-	if (st)
+	if (!st)
+		return;
+	if (deferred)
+		l45_sock_put_deferred(st);
+	else
 		l45_sock_put(st);
 }
 
@@ -161,13 +165,13 @@ static void l45_release_state(struct sock *sk)
 static void l45_tcp_close(struct sock *sk, long timeout)
 {
 	l45_close_flush(sk, l45_tcp_orig.sendmsg);
-	l45_release_state(sk);
+	l45_release_state(sk, false);
 	l45_tcp_orig.close(sk, timeout);
 }
 
 static void l45_udp_close(struct sock *sk, long timeout)
 {
-	l45_release_state(sk);
+	l45_release_state(sk, false);
 	l45_udp_orig.close(sk, timeout);
 }
 
@@ -177,13 +181,13 @@ static void l45_udp_close(struct sock *sk, long timeout)
  */
 static void l45_tcp_destroy(struct sock *sk)
 {
-	l45_release_state(sk);
+	l45_release_state(sk, true);
 	l45_tcp_orig.destroy(sk);
 }
 
 static void l45_udp_destroy(struct sock *sk)
 {
-	l45_release_state(sk);
+	l45_release_state(sk, true);
 	l45_udp_orig.destroy(sk);
 }
 

@@ -135,12 +135,19 @@ void l45_sock_put(struct l45_sock *st)
 	if (!refcount_dec_and_test(&st->ref))
 		return;
 	/*
-	 * The last reference normally goes at close (process context).  From
-	 * the destroy path it can be softirq: defer the kvfree()s.
+	 * The last reference normally goes at close, in process context.
+	 * Anywhere else, defer the kvfree()s to a worker.
 	 */
 	if (in_task() && !irqs_disabled() && !in_atomic())
 		l45_sock_free_now(st);
 	else
+		queue_work(l45_wq, &st->free_work);
+}
+
+/* From proto->destroy, which may run in softirq or under the socket lock. */
+void l45_sock_put_deferred(struct l45_sock *st)
+{
+	if (refcount_dec_and_test(&st->ref))
 		queue_work(l45_wq, &st->free_work);
 }
 

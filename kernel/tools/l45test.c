@@ -7,6 +7,8 @@
  *
  *	l45test echo udp|tcp PORT [bufsize]
  *		echo server (forever; TCP: one connection after the other)
+ *	l45test accept-nb tcp PORT
+ *		non-blocking accept on an empty listener (must be EAGAIN)
  *	l45test client udp|tcp IP PORT [options] MSG...
  *		for each MSG: send it, then receive (unless -n)
  *	options:
@@ -21,6 +23,8 @@
  *		-W	MSG_WAITALL
  *		-T NAME	run in a thread named NAME (comm differs from process)
  *		-s MS	sleep before each receive
+ *		-r N	repeat the list of messages N times
+ *		-q	quiet: print only failures and a summary
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -37,6 +41,7 @@
 
 static int bufsize = 65536, reads = 1, wsegs = 1, rsegs = 1, nonblock;
 static int timeout_ms, unconnected, noreply, waitall, sleep_ms;
+static int repeat = 1, quiet, failures;
 static const char *thread_name;
 static int tcp;
 static struct sockaddr_in peer;
@@ -48,6 +53,10 @@ static void show(const char *what, ssize_t ret, int err, int trunc,
 {
 	ssize_t i;
 
+	if (ret < 0)
+		failures++;
+	if (quiet && ret >= 0)
+		return;
 	printf("%s ret=%zd errno=%d", what, ret, ret < 0 ? err : 0);
 	if (trunc >= 0)
 		printf(" trunc=%d", trunc);
@@ -125,14 +134,15 @@ static void *client(void *arg)
 	}
 	if (nonblock)
 		fcntl(fd, F_SETFL, O_NONBLOCK);
-	for (i = 0; i < nmsgs; i++) {
-		size_t len = strlen(msgs[i]), per = len / wsegs, off = 0;
+	for (i = 0; i < nmsgs * repeat; i++) {
+		char *msg = msgs[i % nmsgs];
+		size_t len = strlen(msg), per = len / wsegs, off = 0;
 		struct iovec iov[64];
 		struct msghdr m = { 0 };
 		ssize_t r;
 
 		for (j = 0; j < wsegs && j < 64; j++) {
-			iov[j].iov_base = msgs[i] + off;
+			iov[j].iov_base = msg + off;
 			iov[j].iov_len = j == wsegs - 1 ? len - off : per;
 			off += iov[j].iov_len;
 		}
@@ -165,7 +175,26 @@ static void *client(void *arg)
 		}
 	}
 	close(fd);
+	if (quiet)
+		printf("DONE messages=%d failures=%d\n", nmsgs * repeat,
+		       failures);
 	return NULL;
+}
+
+static int accept_nb(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_port = htons(port) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0), c;
+
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 4)) {
+		perror("bind/listen");
+		return 1;
+	}
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	c = accept(fd, NULL, NULL);
+	show("ACCEPT", c, errno, -1, NULL, 0);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -175,6 +204,8 @@ int main(int argc, char **argv)
 	if (argc < 4)
 		goto usage;
 	tcp = !strcmp(argv[2], "tcp");
+	if (!strcmp(argv[1], "accept-nb"))
+		return accept_nb(atoi(argv[3]));
 	if (!strcmp(argv[1], "echo")) {
 		if (argc > 4)
 			bufsize = atoi(argv[4]);
@@ -186,7 +217,7 @@ int main(int argc, char **argv)
 	inet_pton(AF_INET, argv[3], &peer.sin_addr);
 	peer.sin_port = htons(atoi(argv[4]));
 	optind = 5;
-	while ((opt = getopt(argc, argv, "b:k:w:v:Nt:unWT:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "b:k:w:v:Nt:unWT:s:r:q")) != -1) {
 		switch (opt) {
 		case 'b': bufsize = atoi(optarg); break;
 		case 'k': reads = atoi(optarg); break;
@@ -199,6 +230,8 @@ int main(int argc, char **argv)
 		case 'W': waitall = 1; break;
 		case 'T': thread_name = optarg; break;
 		case 's': sleep_ms = atoi(optarg); break;
+		case 'r': repeat = atoi(optarg); break;
+		case 'q': quiet = 1; break;
 		default: goto usage;
 		}
 	}
