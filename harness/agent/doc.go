@@ -42,6 +42,11 @@
 //	func (c *Client) PowerOff(ctx) error
 //	func (c *Client) Close() error
 //
+// Options: WithTranscript(func(dir string, frame []byte)),
+// WithTranscriptWriter(io.Writer), WithHelloRetry(time.Duration) (Dial asks
+// for the hello again if the first one was missed). UnloadModule option:
+// Force(). Result.Err() turns a non-zero exit into an *ExitError.
+//
 // # Deadlines and a guest that stops answering
 //
 // Every call honours its context. If the agent has not answered when the
@@ -72,6 +77,14 @@
 // WithTranscript (or WithTranscriptWriter) sees every frame sent and
 // received, so the harness can store the protocol exchange of a failing
 // test next to its console log.
+//
+// # Tests
+//
+// The tests run the real agent server (layer45/vmimages/agent/server) over
+// net.Pipe with a fake kernel for module loading, the kernel log and
+// reboot. TestBootQEMU boots the real agent as PID 1 under QEMU when
+// L45_AGENT_KERNEL (a vmlinuz) and L45_AGENT_MODULES (its
+// lib/modules/RELEASE folder) are set; L45_AGENT_ACCEL=kvm uses KVM.
 //
 // # Protocol
 //
