@@ -427,7 +427,7 @@ func budget(ctx context.Context, want time.Duration) time.Duration {
 	}
 	left := time.Until(dl)
 	margin := left / 10
-	margin = max(margin, 100*time.Millisecond)
+	margin = max(margin, 250*time.Millisecond)
 	margin = min(margin, 3*time.Second)
 	b := left - margin
 	if b <= 0 {

@@ -275,7 +275,7 @@ func TestRunTimeoutFromContext(t *testing.T) {
 	e := start(t, server.Config{})
 	// No Cmd.Timeout: the agent is told to kill the program shortly before
 	// ctx's deadline, so the client gets a result and stays usable.
-	r, err := e.c.Run(ctxT(t, 1500*time.Millisecond), Cmd{Argv: []string{"sleep", "30"}})
+	r, err := e.c.Run(ctxT(t, 3*time.Second), Cmd{Argv: []string{"sleep", "30"}})
 	if err != nil {
 		t.Fatal(err)
 	}
