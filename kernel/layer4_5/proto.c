@@ -13,9 +13,10 @@
  *
  * Lifetime: both sk->sk_prot and sk->sk_prot_creator point at the copy
  * and the wrapper takes a module reference, which the core kernel drops in
- * sk_prot_free() (it puts sk_prot_creator->owner); socket creation takes a
- * second one for sock->ops->owner, dropped by sock_release() after our
- * close wrapper has returned.  So the module can never be unloaded while a
+ * sk_prot_free() (it puts sk_prot_creator->owner) unless the socket is
+ * given back to the plain protocol at close (l45_unadopt); socket creation
+ * takes a second one for sock->ops->owner, dropped by sock_release() after
+ * our close wrapper has returned.  So the module can never be unloaded while a
  * socket that runs through its text exists: "rmmod layer4_5" with live
  * sockets fails with EBUSY instead of hanging or crashing.  TCP children of
  * a listener inherit the copy through sk_clone_lock() (it allocates with
@@ -161,17 +162,40 @@ static void l45_release_state(struct sock *sk, bool deferred)
 		l45_sock_put(st);
 }
 
+/*
+ * After close the application cannot send or receive any more, so the
+ * socket goes back to the plain protocol before the transport's close
+ * runs: lingering TCP states (FIN_WAIT, LAST_ACK) then never call into
+ * Layer 4.5, and a TIME_WAIT socket (tw_prot = sk_prot_creator, with a
+ * module reference) does not pin the module for 60 seconds.  The
+ * reference taken in l45_adopt() is returned here; the close wrapper keeps
+ * running under the sock->ops reference, which sock_release() drops only
+ * after we returned.  If someone else (sockmap, a ULP) replaced sk_prot,
+ * the socket keeps its references until it is freed (still safe).
+ */
+static void l45_unadopt(struct sock *sk, struct proto *ours,
+			struct proto *plain)
+{
+	if (READ_ONCE(sk->sk_prot) != ours || sk->sk_prot_creator != ours)
+		return;
+	WRITE_ONCE(sk->sk_prot, plain);
+	sk->sk_prot_creator = plain;
+	module_put(THIS_MODULE);
+}
+
 /* Close: modules detach and buffers are freed here, in process context. */
 static void l45_tcp_close(struct sock *sk, long timeout)
 {
 	l45_close_flush(sk, l45_tcp_orig.sendmsg);
 	l45_release_state(sk, false);
+	l45_unadopt(sk, &l45_tcp_prot, &tcp_prot);
 	l45_tcp_orig.close(sk, timeout);
 }
 
 static void l45_udp_close(struct sock *sk, long timeout)
 {
 	l45_release_state(sk, false);
+	l45_unadopt(sk, &l45_udp_prot, &udp_prot);
 	l45_udp_orig.close(sk, timeout);
 }
 

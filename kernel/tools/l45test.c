@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,8 @@ int main(int argc, char **argv)
 {
 	int opt;
 
+	/* A peer that went away must show up as EPIPE, not kill us. */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc < 4)
 		goto usage;
 	tcp = !strcmp(argv[2], "tcp");
