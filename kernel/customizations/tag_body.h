@@ -5,14 +5,24 @@
  * a test can tag a client and its server with separate targets.
  */
 #include "l45cust.h"
+#include <linux/delay.h>
 
 static char *tag = "L45";
 module_param(tag, charp, 0444);
 MODULE_PARM_DESC(tag, "string appended on send, stripped on recv");
+/*
+ * Callbacks may sleep (R15): delay_ms makes every callback sleep that long,
+ * so a test can unload the module or close the socket while one runs.
+ */
+static uint delay_ms;
+module_param(delay_ms, uint, 0644);
+MODULE_PARM_DESC(delay_ms, "sleep this long in every callback");
 
 static void tag_send(struct customization_buffer *cb,
 		     struct customization_flow *flow)
 {
+	if (delay_ms)
+		msleep(delay_ms);
 	if (!on_send) {
 		cb->no_cust = true;
 		return;
@@ -23,6 +33,8 @@ static void tag_send(struct customization_buffer *cb,
 static void tag_recv(struct customization_buffer *cb,
 		     struct customization_flow *flow)
 {
+	if (delay_ms)
+		msleep(delay_ms);
 	if (!on_recv) {
 		cb->no_cust = true;
 		return;

@@ -3,10 +3,11 @@
  * l45ctl: send one Layer 4.5 control command over netlink (protocol 25)
  * and print the JSON reply.
  *
- *	l45ctl [-r] 'CUST_REPORT'
+ *	l45ctl [-r] [-n] 'CUST_REPORT'
  *	l45ctl 'TOGGLE 101 0 END'
  *
- * -r sends the bytes without the trailing NUL.  Exit status 0 when a reply
+ * -r sends the bytes without the trailing NUL; -n drops to uid/gid 65534
+ * first (to check the CAP_NET_ADMIN test).  Exit status 0 when a reply
  * arrived.
  */
 #include <errno.h>
@@ -30,13 +31,22 @@ int main(int argc, char **argv)
 	size_t plen;
 	char *buf;
 
-	if (argc > 1 && !strcmp(argv[1], "-r")) {
-		raw = 1;
+	while (argc > 1 && argv[1][0] == '-' && argv[1][1]) {
+		if (!strcmp(argv[1], "-r")) {
+			raw = 1;
+		} else if (!strcmp(argv[1], "-n")) {
+			if (setgid(65534) || setuid(65534)) {
+				perror("l45ctl: drop privileges");
+				return 1;
+			}
+		} else {
+			break;
+		}
 		argv++;
 		argc--;
 	}
 	if (argc != 2) {
-		fprintf(stderr, "usage: l45ctl [-r] REQUEST\n");
+		fprintf(stderr, "usage: l45ctl [-r] [-n] REQUEST\n");
 		return 2;
 	}
 	req = argv[1];
