@@ -7,6 +7,9 @@
  *
  *	l45test echo udp|tcp PORT [bufsize]
  *		echo server (forever; TCP: one connection after the other)
+ *	l45test sink tcp PORT
+ *		read connections to EOF, count pattern bytes (-S), 'T' tag
+ *		bytes and bytes that break the pattern
  *	l45test accept-nb tcp PORT
  *		non-blocking accept on an empty listener (must be EAGAIN)
  *	l45test client udp|tcp IP PORT [options] MSG...
@@ -25,11 +28,15 @@
  *		-s MS	sleep before each receive
  *		-r N	repeat the list of messages N times
  *		-q	quiet: print only failures and a summary
+ *		-S N	send N-byte messages of a pattern instead of MSG
+ *		-P	poll() for POLLIN before each receive (timeout -t or 1s)
+ *		-z MS	sleep before closing the socket
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,7 +49,9 @@
 
 static int bufsize = 65536, reads = 1, wsegs = 1, rsegs = 1, nonblock;
 static int timeout_ms, unconnected, noreply, waitall, sleep_ms;
-static int repeat = 1, quiet, failures;
+static int repeat = 1, quiet, failures, pattern_size, use_poll, sent_ok;
+static char *pattern;
+static int linger_ms;
 static const char *thread_name;
 static int tcp;
 static struct sockaddr_in peer;
@@ -136,8 +145,9 @@ static void *client(void *arg)
 	if (nonblock)
 		fcntl(fd, F_SETFL, O_NONBLOCK);
 	for (i = 0; i < nmsgs * repeat; i++) {
-		char *msg = msgs[i % nmsgs];
-		size_t len = strlen(msg), per = len / wsegs, off = 0;
+		char *msg = pattern ? pattern : msgs[i % nmsgs];
+		size_t len = pattern ? (size_t)pattern_size : strlen(msg);
+		size_t per = len / wsegs, off = 0;
 		struct iovec iov[64];
 		struct msghdr m = { 0 };
 		ssize_t r;
@@ -155,6 +165,8 @@ static void *client(void *arg)
 		}
 		r = sendmsg(fd, &m, 0);
 		show("SEND", r, errno, -1, NULL, 0);
+		if (r == (ssize_t)len)
+			sent_ok++;
 		if (noreply)
 			continue;
 		for (j = 0; j < reads; j++) {
@@ -162,6 +174,12 @@ static void *client(void *arg)
 
 			if (sleep_ms)
 				usleep(sleep_ms * 1000);
+			if (use_poll) {
+				struct pollfd p = { .fd = fd, .events = POLLIN };
+
+				show("POLL", poll(&p, 1, timeout_ms ? timeout_ms :
+						  1000), errno, -1, NULL, 0);
+			}
 			memset(&m, 0, sizeof(m));
 			for (k = 0; k < rsegs && k < 64; k++) {
 				iov[k].iov_base = buf + k * per_r;
@@ -175,11 +193,54 @@ static void *client(void *arg)
 			     r > 0 ? r : 0);
 		}
 	}
+	if (linger_ms)
+		usleep(linger_ms * 1000);
 	close(fd);
 	if (quiet)
-		printf("DONE messages=%d failures=%d\n", nmsgs * repeat,
-		       failures);
+		printf("DONE messages=%d failures=%d sent_ok=%d\n",
+		       nmsgs * repeat, failures, sent_ok);
 	return NULL;
+}
+
+static int sink(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_port = htons(port) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+	char *buf = malloc(65536);
+
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 4)) {
+		perror("bind/listen");
+		return 1;
+	}
+	printf("READY\n");
+	fflush(stdout);
+	for (;;) {
+		long total = 0, bad = 0, pos = 0, tags = 0;
+		int c = accept(fd, NULL, NULL);
+		ssize_t n, i;
+
+		if (c < 0)
+			continue;
+		/* -S sizes that are multiples of 26 keep the pattern running. */
+		while ((n = read(c, buf, 65536)) > 0) {
+			for (i = 0; i < n; i++) {
+				if (buf[i] == 'T') {
+					tags++;
+					continue;
+				}
+				if (buf[i] != 'a' + pos % 26)
+					bad++;
+				pos++;
+			}
+			total += n;
+		}
+		printf("SINK bytes=%ld pattern=%ld tags=%ld bad=%ld\n", total,
+		       pos, tags, bad);
+		fflush(stdout);
+		close(c);
+	}
 }
 
 static int accept_nb(int port)
@@ -207,6 +268,8 @@ int main(int argc, char **argv)
 	if (argc < 4)
 		goto usage;
 	tcp = !strcmp(argv[2], "tcp");
+	if (!strcmp(argv[1], "sink"))
+		return sink(atoi(argv[3]));
 	if (!strcmp(argv[1], "accept-nb"))
 		return accept_nb(atoi(argv[3]));
 	if (!strcmp(argv[1], "echo")) {
@@ -220,7 +283,7 @@ int main(int argc, char **argv)
 	inet_pton(AF_INET, argv[3], &peer.sin_addr);
 	peer.sin_port = htons(atoi(argv[4]));
 	optind = 5;
-	while ((opt = getopt(argc, argv, "b:k:w:v:Nt:unWT:s:r:q")) != -1) {
+	while ((opt = getopt(argc, argv, "b:k:w:v:Nt:unWT:s:r:qS:Pz:")) != -1) {
 		switch (opt) {
 		case 'b': bufsize = atoi(optarg); break;
 		case 'k': reads = atoi(optarg); break;
@@ -235,11 +298,23 @@ int main(int argc, char **argv)
 		case 's': sleep_ms = atoi(optarg); break;
 		case 'r': repeat = atoi(optarg); break;
 		case 'q': quiet = 1; break;
+		case 'S': pattern_size = atoi(optarg); break;
+		case 'P': use_poll = 1; break;
+		case 'z': linger_ms = atoi(optarg); break;
 		default: goto usage;
 		}
 	}
 	msgs = argv + optind;
 	nmsgs = argc - optind;
+	if (pattern_size > 0) {
+		int k;
+
+		pattern = malloc(pattern_size);
+		for (k = 0; k < pattern_size; k++)
+			pattern[k] = 'a' + k % 26;
+		if (!nmsgs)
+			nmsgs = 1;
+	}
 	if (thread_name) {
 		pthread_t t;
 
