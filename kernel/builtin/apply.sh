@@ -23,7 +23,7 @@ cp "$here"/layer4_5/*.c "$here"/layer4_5/*.h "$here"/layer4_5/Kconfig \
 	"$linux/net/layer4_5/"
 cp "$here/include/layer4_5/customization.h" "$linux/include/layer4_5/"
 # In a tree the header is on the standard include path: no -I needed.
-grep -v 'ccflags-y' "$here/layer4_5/Kbuild" > "$linux/net/layer4_5/Makefile"
+grep -v 'src)/../include' "$here/layer4_5/Kbuild" > "$linux/net/layer4_5/Makefile"
 
 if ! grep -q 'net/layer4_5/Kconfig' "$linux/net/Kconfig"; then
 	# Inside "if NET": right after the IPv4 options.

@@ -7,6 +7,10 @@
  */
 #define L45C_ID 122
 #include "l45cust.h"
+/* hex2bin()/bin2hex(): linux/hex.h on newer kernels, kernel.h before. */
+#if __has_include(<linux/hex.h>)
+#include <linux/hex.h>
+#endif
 
 static int key = 0x5a;
 module_param(key, int, 0444);

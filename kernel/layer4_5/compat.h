@@ -35,12 +35,34 @@
  * regression (contract section 4) impossible: there is no type filter.
  */
 
-/* proto->recvmsg lost its separate "noblock" argument in 5.19. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 19, 0)
+/*
+ * proto->recvmsg lost its separate "noblock" argument in 5.19, and its
+ * "addr_len" argument in a 7.x release (the transport then sets
+ * msg->msg_namelen itself).  The exact release of the second change is not
+ * pinned down, so Kbuild tests include/net/sock.h for it (defining
+ * L45_FEATURES_TESTED, and L45_RECVMSG_NO_ADDR_LEN when addr_len is gone);
+ * if the header cannot be read the version fallback assumes 7.0.
+ */
+#if defined(L45_RECVMSG_NO_ADDR_LEN) || \
+	(!defined(L45_FEATURES_TESTED) && \
+	 LINUX_VERSION_CODE >= KERNEL_VERSION(7, 0, 0))
+#define L45_RECVMSG_PARAMS(sk, msg, len, flags, addr_len) \
+	struct sock *sk, struct msghdr *msg, size_t len, int flags
+#define L45_RECVMSG_FLAGS(flags)	(flags)
+#define L45_RECVMSG_ADDR_LEN(addr_len)	NULL
+typedef int (*l45_recvmsg_fn)(struct sock *, struct msghdr *, size_t, int);
+static inline int l45_call_recvmsg(l45_recvmsg_fn fn, struct sock *sk,
+				   struct msghdr *msg, size_t len, int flags,
+				   int *addr_len)
+{
+	return fn(sk, msg, len, flags);
+}
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(5, 19, 0)
 #define L45_RECVMSG_PARAMS(sk, msg, len, flags, addr_len) \
 	struct sock *sk, struct msghdr *msg, size_t len, int flags, \
 	int *addr_len
 #define L45_RECVMSG_FLAGS(flags)	(flags)
+#define L45_RECVMSG_ADDR_LEN(addr_len)	(addr_len)
 typedef int (*l45_recvmsg_fn)(struct sock *, struct msghdr *, size_t, int,
 			      int *);
 static inline int l45_call_recvmsg(l45_recvmsg_fn fn, struct sock *sk,
@@ -55,6 +77,7 @@ static inline int l45_call_recvmsg(l45_recvmsg_fn fn, struct sock *sk,
 	int flags, int *addr_len
 /* Internally Layer 4.5 always carries MSG_DONTWAIT inside flags. */
 #define L45_RECVMSG_FLAGS(flags)	((flags) | (noblock ? MSG_DONTWAIT : 0))
+#define L45_RECVMSG_ADDR_LEN(addr_len)	(addr_len)
 typedef int (*l45_recvmsg_fn)(struct sock *, struct msghdr *, size_t, int,
 			      int, int *);
 static inline int l45_call_recvmsg(l45_recvmsg_fn fn, struct sock *sk,

@@ -111,14 +111,14 @@ static int l45_udp_sendmsg(struct sock *sk, struct msghdr *msg, size_t len)
 
 static int l45_tcp_recvmsg(L45_RECVMSG_PARAMS(sk, msg, len, flags, addr_len))
 {
-	return l45_recvmsg(sk, msg, len, L45_RECVMSG_FLAGS(flags), addr_len,
-			   l45_tcp_orig.recvmsg);
+	return l45_recvmsg(sk, msg, len, L45_RECVMSG_FLAGS(flags),
+			   L45_RECVMSG_ADDR_LEN(addr_len), l45_tcp_orig.recvmsg);
 }
 
 static int l45_udp_recvmsg(L45_RECVMSG_PARAMS(sk, msg, len, flags, addr_len))
 {
-	return l45_recvmsg(sk, msg, len, L45_RECVMSG_FLAGS(flags), addr_len,
-			   l45_udp_orig.recvmsg);
+	return l45_recvmsg(sk, msg, len, L45_RECVMSG_FLAGS(flags),
+			   L45_RECVMSG_ADDR_LEN(addr_len), l45_udp_orig.recvmsg);
 }
 
 /*
