@@ -281,6 +281,10 @@ int l45_sendmsg(struct sock *sk, struct msghdr *msg, size_t len,
 	st = l45_sock_for_send(sk, msg);
 	if (!st)
 		return orig(sk, msg, len);
+	if (l45_sock_idle(st, L45_SEND)) {
+		l45_sock_put(st);
+		return orig(sk, msg, len);
+	}
 	d = &st->dir[L45_SEND];
 	/*
 	 * The direction's mutex may be held across the transport call by a
@@ -579,6 +583,10 @@ int l45_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,
 			l45_sock_complete_flow(st, 0, 0);
 	}
 	d = &st->dir[L45_RECV];
+	if (l45_sock_idle(st, L45_RECV)) {
+		l45_sock_put(st);
+		return l45_call_recvmsg(orig, sk, msg, len, flags, addr_len);
+	}
 
 	if (flags & MSG_PEEK) {
 		/*

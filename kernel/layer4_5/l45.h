@@ -126,6 +126,7 @@ void l45_sock_complete_flow(struct l45_sock *st, __be32 daddr, __be16 dport);
 int l45_sock_snapshot(struct l45_sock *st, int dir, struct l45_cust **snap,
 		      u32 *bufsz);
 void l45_snapshot_put(struct l45_cust **snap, int n);
+bool l45_sock_idle(struct l45_sock *st, int dir);
 void l45_sock_set_skip(struct l45_sock *st);
 struct l45_sock *l45_sock_unlink(struct sock *sk);
 u32 l45_sock_recv_pending(struct sock *sk);

@@ -264,7 +264,7 @@ static void l45_detach_all(struct l45_sock *st)
 
 	for (i = 0; i < st->nslots; i++)
 		l45_cust_detached(st->slots[i]);
-	st->nslots = 0;
+	WRITE_ONCE(st->nslots, 0);
 }
 
 /* R7: never customized again, in either direction, by any module. */
@@ -274,6 +274,26 @@ void l45_sock_set_skip(struct l45_sock *st)
 	WRITE_ONCE(st->skip, true);
 	l45_detach_all(st);
 	mutex_unlock(&st->slot_lock);
+}
+
+/*
+ * Nothing to do for this direction: flow known, no module attached and
+ * none to offer, no bytes held, no scratch buffer to free.  Checked
+ * without locks; a module attaching meanwhile is picked up on the next
+ * message, like any module registered during a call.
+ */
+bool l45_sock_idle(struct l45_sock *st, int dir)
+{
+	struct l45_dir *d = &st->dir[dir];
+
+	if (!smp_load_acquire(&st->flow_done))
+		return false;
+	if (READ_ONCE(d->pend_len) || READ_ONCE(d->buf[0]))
+		return false;
+	if (READ_ONCE(st->skip))
+		return true;
+	return !READ_ONCE(st->nslots) &&
+	       READ_ONCE(l45_apply_seq) <= READ_ONCE(st->seen_seq);
 }
 
 void l45_snapshot_put(struct l45_cust **snap, int n)
@@ -298,6 +318,7 @@ int l45_sock_snapshot(struct l45_sock *st, int dir, struct l45_cust **snap,
 	int i, j, n = 0;
 	u32 size = L45_DEFAULT_BUF;
 
+	*bufsz = size;
 	if (READ_ONCE(st->skip) || !smp_load_acquire(&st->flow_done))
 		return 0;
 	mutex_lock(&st->slot_lock);
@@ -314,7 +335,7 @@ int l45_sock_snapshot(struct l45_sock *st, int dir, struct l45_cust **snap,
 		}
 		st->slots[n++] = c;
 	}
-	st->nslots = n;
+	WRITE_ONCE(st->nslots, n);
 	if (READ_ONCE(l45_apply_seq) > st->seen_seq) {
 		n = l45_registry_select(&st->flow, st->slots, st->nslots, true,
 					&st->seen_seq);
@@ -323,7 +344,7 @@ int l45_sock_snapshot(struct l45_sock *st, int dir, struct l45_cust **snap,
 
 			prio[i] = l45_cust_prio(st->slots[i], &alive);
 		}
-		st->nslots = n;
+		WRITE_ONCE(st->nslots, n);
 	}
 	/* Stable insertion sort: priority, then registration order. */
 	for (i = 1; i < n; i++) {
