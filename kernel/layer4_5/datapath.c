@@ -559,9 +559,11 @@ int l45_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,
 
 	/*
 	 * The error queue and TCP urgent data are not messages of the
-	 * stream: passed through uncustomized (decision).
+	 * stream, and TCP's MSG_TRUNC discards bytes instead of delivering
+	 * them: all passed through uncustomized (decision).
 	 */
-	if (flags & (MSG_ERRQUEUE | MSG_OOB) || !len)
+	if (flags & (MSG_ERRQUEUE | MSG_OOB) || !len ||
+	    (sk->sk_protocol == IPPROTO_TCP && (flags & MSG_TRUNC)))
 		return l45_call_recvmsg(orig, sk, msg, len, flags, addr_len);
 
 	st = l45_sock_lookup(sk);
