@@ -41,6 +41,8 @@ type Stream struct {
 	det     *Detector
 	fileErr error
 	closed  bool
+	settle  time.Duration
+	idle    *time.Timer
 
 	mu      sync.Mutex // guards what readers see
 	reports []Report
@@ -76,6 +78,12 @@ func WithReport(fn func(Report)) StreamOption { return func(s *Stream) { s.onRep
 // other context options. A nil detector turns crash detection off.
 func WithDetector(d *Detector) StreamOption { return func(s *Stream) { s.det = d } }
 
+// WithSettle sets how long the console must stay quiet before a crash
+// report still gathering its trailing context is completed (default 2s):
+// a guest that oopses and then idles prints nothing more, and the test
+// should hear of the crash without waiting for the stream to close.
+func WithSettle(d time.Duration) StreamOption { return func(s *Stream) { s.settle = d } }
+
 // WithTailLines sets how many lines are kept for Tail (default 200).
 func WithTailLines(n int) StreamOption { return func(s *Stream) { s.tailCap = max(n, 1) } }
 
@@ -91,6 +99,7 @@ func NewStream(name string, opts ...StreamOption) *Stream {
 		det:     NewDetector(),
 		tailCap: 200,
 		maxLine: 4096,
+		settle:  2 * time.Second,
 	}
 	for _, o := range opts {
 		o(s)
@@ -125,7 +134,23 @@ func (s *Stream) Write(p []byte) (int, error) {
 		s.line(append(s.partial, p[:room]...))
 		s.partial, p = s.partial[:0], p[room:]
 	}
+	if s.det != nil && s.settle > 0 {
+		if s.idle == nil {
+			s.idle = time.AfterFunc(s.settle, s.settled)
+		} else {
+			s.idle.Reset(s.settle)
+		}
+	}
 	return n, nil
+}
+
+// settled completes a pending crash report once the console went quiet.
+func (s *Stream) settled() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if !s.closed {
+		s.publish(s.det.Flush())
+	}
 }
 
 // Close processes an unended last line and completes a crash report in
@@ -137,6 +162,9 @@ func (s *Stream) Close() error {
 		return s.fileErr
 	}
 	s.closed = true
+	if s.idle != nil {
+		s.idle.Stop()
+	}
 	if len(s.partial) > 0 {
 		s.line(s.partial)
 		s.partial = nil

@@ -3,6 +3,7 @@ package console
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"path/filepath"
 	"strings"
@@ -316,5 +317,23 @@ func TestStreamClose(t *testing.T) {
 	}
 	if _, err := s.Write([]byte("x\n")); !errors.Is(err, ErrClosed) {
 		t.Errorf("Write after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestStreamCompletesAReportWhenTheConsoleGoesQuiet(t *testing.T) {
+	got := make(chan Report, 1)
+	s := NewStream("g", WithSettle(50*time.Millisecond), WithReport(func(r Report) { got <- r }))
+	defer s.Close()
+	// A WARNING whose trailing context never comes: the guest idles.
+	io.WriteString(s, "[    1.000000] WARNING: CPU: 0 PID: 1 at drivers/x.c:1 foo_init+0x1/0x2 [x]\n"+
+		"[    1.000001] RIP: 0010:foo_init+0x1/0x2 [x]\n"+
+		"[    1.000002] ---[ end trace 0000000000000000 ]---\n")
+	select {
+	case r := <-got:
+		if r.Title != "WARNING in foo_init" {
+			t.Fatalf("title %q", r.Title)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the report was held back although the console went quiet")
 	}
 }
