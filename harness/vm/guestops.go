@@ -2,9 +2,10 @@ package vm
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"os"
 	"path"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -115,9 +116,9 @@ func RequireModules(t testing.TB, m *Machine) *modules.Set {
 const guestModuleDir = "/tmp/modules"
 
 // LoadModule copies the named module of s into the guest and loads it with
-// params. A refused load (the module's init failed, a bad parameter) is
-// returned as *agent.ModuleError with the kernel's errno and log lines;
-// a guest that does not answer fails t.
+// params. A refused load (the module's init failed or crashed, a bad
+// parameter) is returned, usually as *agent.ModuleError with the kernel's
+// errno and log lines; a guest that does not answer fails t.
 func (m *Machine) LoadModule(t testing.TB, s *modules.Set, name, params string) error {
 	t.Helper()
 	ko, err := s.Path(name)
@@ -135,9 +136,8 @@ func (m *Machine) LoadModule(t testing.TB, s *modules.Set, name, params string) 
 			return err
 		}
 		_, loadErr = a.LoadModule(ctx, guest, params)
-		var me *agent.ModuleError
-		if loadErr != nil && !errors.As(loadErr, &me) {
-			return loadErr
+		if ctx.Err() != nil {
+			return loadErr // no answer: the guest is gone or hung
 		}
 		return nil
 	})
@@ -162,8 +162,7 @@ func (m *Machine) UnloadModule(t testing.TB, name string) error {
 	var unloadErr error
 	err := m.Call(context.Background(), "unload "+name, func(ctx context.Context, a *agent.Client) error {
 		_, unloadErr = a.UnloadModule(ctx, name)
-		var me *agent.ModuleError
-		if unloadErr != nil && !errors.As(unloadErr, &me) {
+		if ctx.Err() != nil {
 			return unloadErr
 		}
 		return nil
@@ -184,4 +183,32 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// WaitListening waits until a socket in the guest is bound to port (UDP) or
+// listening on it (TCP): a server started in the background is ready only
+// then, and a client sent earlier would meet a closed port.
+func (m *Machine) WaitListening(t testing.TB, proto string, port int) {
+	t.Helper()
+	file := "/proc/net/" + proto
+	want := fmt.Sprintf(":%04X ", port)
+	WaitFor(t, fmt.Sprintf("%s port %d in guest %s", proto, port, m.Name), 30*time.Second, func() bool {
+		var b []byte
+		err := m.Call(context.Background(), "read "+file, func(ctx context.Context, a *agent.Client) error {
+			var err error
+			b, err = a.ReadFile(ctx, file)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		for _, l := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(l)
+			// local_address is field 1; TCP state 0A is LISTEN.
+			if len(f) > 3 && strings.HasSuffix(f[1]+" ", want) && (proto == "udp" || f[3] == "0A") {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -424,16 +424,19 @@ func (m *Machine) stop(ctx context.Context) {
 	m.qemu, m.agent = nil, nil
 	m.mu.Unlock()
 	if q != nil {
-		if a != nil {
-			if done, _ := q.Exited(); !done {
-				cctx, cancel := context.WithTimeout(ctx, Scale(5*time.Second))
-				a.PowerOff(cctx)
-				cancel()
-			}
+		// Only a guest that agreed to power off is given time to do so;
+		// one that cannot answer is killed at once.
+		asked := false
+		if done, _ := q.Exited(); a != nil && !done {
+			cctx, cancel := context.WithTimeout(ctx, Scale(5*time.Second))
+			asked = a.PowerOff(cctx) == nil
+			cancel()
 		}
-		select {
-		case <-q.Done():
-		case <-time.After(Scale(10 * time.Second)):
+		if asked {
+			select {
+			case <-q.Done():
+			case <-time.After(Scale(10 * time.Second)):
+			}
 		}
 		q.Kill(2 * time.Second)
 	}

@@ -49,9 +49,10 @@ func TestTwoGuestsExchangeUDPAndTCPAndDNS(t *testing.T) {
 		"--user=root", "--listen-address=10.0.0.20", "--bind-interfaces", "--log-queries", "--log-facility=-",
 		"--address=/probe.layer45.test/10.9.8.7")
 	require.NoError(t, err)
-	_ = udp
-	_ = tcp
-	_ = dns
+	_, _, _ = udp, tcp, dns
+	server.WaitListening(t, "udp", 7000)
+	server.WaitListening(t, "tcp", 7001)
+	server.WaitListening(t, "udp", 53)
 
 	for _, proto := range []string{"udp", "tcp"} {
 		port := map[string]string{"udp": "7000", "tcp": "7001"}[proto]

@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,18 @@ import (
 // Version is the agent's version, reported in its hello.
 const Version = "0.1.0"
 
+// The module-loading child makes its one system call on the main thread
+// (see server.FinitChild); init functions run there.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == server.FinitChildArg {
+		runtime.LockOSThread()
+	}
+}
+
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == server.FinitChildArg {
+		os.Exit(server.FinitChild(os.Args[2], os.Args[3]))
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "l45-agent: this program is the init (PID 1) of a Layer 4.5 test guest; it does not run elsewhere")
 		os.Exit(2)

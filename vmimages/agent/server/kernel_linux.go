@@ -1,8 +1,12 @@
 package server
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -33,11 +37,73 @@ type LinuxKernel struct {
 	KmsgPath string
 }
 
-// LoadModule opens path and calls finit_module on it. Compressed modules
-// (.ko.xz, .ko.zst, .ko.gz) are passed with MODULE_INIT_COMPRESSED_FILE,
-// which needs a kernel built with CONFIG_MODULE_DECOMPRESS.
+// FinitChildArg is the first argument with which the agent runs itself to
+// load one module (see LoadModule and FinitChild).
+const FinitChildArg = "--finit-module"
+
+// LoadModule loads the module in a child process (the agent itself, run
+// with FinitChildArg): a module whose init oopses kills the task that
+// loads it, and that must not be a thread of PID 1.
 func (LinuxKernel) LoadModule(path, params string) error {
-	return FinitModule(path, params)
+	pid, exited, err := sharedReaper(nil).start(func() (*os.Process, error) {
+		return os.StartProcess("/proc/self/exe", []string{"l45-insmod", FinitChildArg, path, params},
+			&os.ProcAttr{Files: []*os.File{nil, os.Stderr, os.Stderr}})
+	})
+	if err != nil {
+		return fmt.Errorf("start module loader: %w", err)
+	}
+	crashed := fmt.Errorf("the process loading %s died in the kernel: the module crashed in its init (see the console)", path)
+	for {
+		select {
+		case ws := <-exited:
+			switch {
+			case ws.Signaled():
+				return crashed
+			case ws.ExitStatus() != 0:
+				return unix.Errno(ws.ExitStatus())
+			}
+			return nil
+		case <-time.After(200 * time.Millisecond):
+			// An oops kills only the thread that made the call (the
+			// child's main thread, see FinitChild); the Go runtime's
+			// other threads would keep the child alive for ever.
+			if leaderDead(pid) {
+				unix.Kill(pid, unix.SIGKILL)
+				<-exited
+				return crashed
+			}
+		}
+	}
+}
+
+// leaderDead reports whether pid's main thread has exited while other
+// threads of the process live on (state Z or X in /proc/PID/stat).
+func leaderDead(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	return b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// FinitChild is the child's side of LoadModule: it loads one module and
+// exits with the errno (0 on success). The caller must run it on the main
+// thread (runtime.LockOSThread in an init function), so that a crash in the
+// module's init leaves the process's leader dead for LoadModule to see.
+func FinitChild(path, params string) int {
+	var errno unix.Errno
+	if err := FinitModule(path, params); err != nil {
+		if !errors.As(err, &errno) {
+			return int(unix.EIO)
+		}
+		return int(errno)
+	}
+	return 0
 }
 
 // FinitModule loads the module file at path with params.
