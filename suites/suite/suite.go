@@ -1,0 +1,149 @@
+// Package suite is what the end-to-end suites share: two guests on one
+// link with Layer 4.5 loaded, customization modules loaded by parameters,
+// real dnsmasq and dig, and the three views a test asserts on (what the
+// application saw, what crossed the wire, what Layer 4.5 reports).
+package suite
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"layer45/harness/agent"
+	"layer45/harness/control"
+	"layer45/harness/modules"
+	"layer45/harness/pcapdns"
+	"layer45/harness/vm"
+)
+
+// Addresses of the two guests.
+const (
+	ServerIP = "10.0.0.20"
+	ClientIP = "10.0.0.40"
+)
+
+// DNSName is the name dnsmasq answers with DNSAnswer.
+const (
+	DNSName   = "probe.layer45.test"
+	DNSAnswer = "10.9.8.7"
+)
+
+// Pair is a server and a client guest on one link.
+type Pair struct {
+	Link   *vm.Link
+	Server *vm.Machine
+	Client *vm.Machine
+	Mods   *modules.Set
+}
+
+// NewPair boots the two guests and loads Layer 4.5 into both (unless the
+// kernel has it built in).
+func NewPair(t testing.TB, opts ...vm.Option) *Pair {
+	t.Helper()
+	p := &Pair{Link: vm.NewLink(t, "lan")}
+	p.Server = vm.Boot(t, append([]vm.Option{vm.WithName("server"), vm.WithNIC(p.Link, ServerIP+"/24")}, opts...)...)
+	p.Client = vm.Boot(t, append([]vm.Option{vm.WithName("client"), vm.WithNIC(p.Link, ClientIP+"/24")}, opts...)...)
+	p.Mods = vm.RequireModules(t, p.Server)
+	for _, m := range []*vm.Machine{p.Server, p.Client} {
+		LoadCore(t, m, p.Mods)
+	}
+	return p
+}
+
+// LoadCore loads Layer 4.5 into m unless its kernel has it built in.
+func LoadCore(t testing.TB, m *vm.Machine, mods *modules.Set) {
+	t.Helper()
+	if m.Kernel().Layer45Builtin {
+		return
+	}
+	m.MustLoadModule(t, mods, modules.CoreName, "")
+}
+
+// Params are a customization module's parameters.
+type Params map[string]any
+
+// String renders params as insmod arguments, in a stable order.
+func (p Params) String() string {
+	var keys []string
+	for k := range p {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%v", k, p[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// Load loads a customization module into m and unloads it when t ends
+// (a failure to unload fails t: it is a lifecycle bug).
+func (p *Pair) Load(t testing.TB, m *vm.Machine, module string, params Params) {
+	t.Helper()
+	m.MustLoadModule(t, p.Mods, module, params.String())
+	t.Cleanup(func() {
+		if m.Exited() {
+			return
+		}
+		if err := m.UnloadModule(t, module); err != nil {
+			t.Errorf("guest %s: unload %s: %v", m.Name, module, err)
+		}
+	})
+}
+
+// Report asks m's Layer 4.5 for CUST_REPORT.
+func Report(t testing.TB, m *vm.Machine) *control.Report {
+	t.Helper()
+	r, err := m.Control().Report(context.Background())
+	if err != nil {
+		t.Fatalf("guest %s: CUST_REPORT: %v", m.Name, err)
+	}
+	return r
+}
+
+// StartDnsmasq runs the real dnsmasq on the server, answering DNSName with
+// DNSAnswer over UDP and TCP, and stops it when t ends.
+func (p *Pair) StartDnsmasq(t testing.TB) {
+	t.Helper()
+	proc, err := p.Server.Start(context.Background(), "/usr/sbin/dnsmasq", "--keep-in-foreground",
+		"--no-resolv", "--no-hosts", "--user=root", "--group=root", "--listen-address="+ServerIP,
+		"--bind-interfaces", "--log-queries", "--log-facility=-",
+		"--address=/"+DNSName+"/"+DNSAnswer)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() {
+		if !p.Server.Exited() {
+			proc.Stop(context.Background())
+		}
+	})
+	// dnsmasq is ready when it answers; dig retries until then.
+	vm.WaitFor(t, "dnsmasq to answer", 30*time.Second, func() bool {
+		r, err := p.Server.Exec(context.Background(), agent.Cmd{Argv: []string{"/usr/bin/dig", "+short", "+time=1", "+tries=1", "@" + ServerIP, DNSName}})
+		return err == nil && strings.TrimSpace(string(r.Stdout)) == DNSAnswer
+	})
+}
+
+// Dig runs the real dig in the client against the server's dnsmasq.
+func (p *Pair) Dig(t testing.TB, extra ...string) *agent.Result {
+	t.Helper()
+	argv := append([]string{"/usr/bin/dig", "+time=3", "+tries=1", "@" + ServerIP, DNSName, "A"}, extra...)
+	r, err := p.Client.Exec(context.Background(), agent.Cmd{Argv: argv})
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return r
+}
+
+// Wire returns every packet that crossed the link so far.
+func (p *Pair) Wire(t testing.TB) []pcapdns.Packet {
+	t.Helper()
+	pk, err := pcapdns.ReadPackets(p.Link.Pcap())
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return pk
+}
