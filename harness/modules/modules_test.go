@@ -21,6 +21,7 @@ func fakeTree(t *testing.T, makefile string) string {
 	require.NoError(t, os.WriteFile(filepath.Join(src, "customizations", "tag.c"), []byte("/* tag */\n"), 0o644))
 	// A build product left in the tree must not change the key.
 	require.NoError(t, os.WriteFile(filepath.Join(src, "stale.o"), []byte("junk"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "customizations", "tag.mod.c"), []byte("/* modpost */"), 0o644))
 	return src
 }
 
@@ -44,6 +45,7 @@ func TestBuildCachesByContentAndCollectsModules(t *testing.T) {
 	require.ErrorContains(t, err, "built: layer4_5 tag")
 
 	require.NoError(t, os.WriteFile(filepath.Join(src, "stale.o"), []byte("other junk"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "customizations", "tag.mod.c"), []byte("/* again */"), 0o644))
 	again, err := Build(context.Background(), c, k, src)
 	require.NoError(t, err)
 	require.Equal(t, s.Dir, again.Dir, "build products must not change the cache key")
