@@ -112,16 +112,29 @@ func readManifest(dir string) (*Kernel, error) {
 
 // Parse turns a kernel spec (as given in $L45_KERNEL or on a command line)
 // into a provider that keeps what it makes in c. An empty spec is the
-// default kernel.
-func Parse(spec string, c *cache.Cache) (Provider, error) {
-	name, arg, _ := strings.Cut(spec, ":")
-	switch name {
-	case "", "debian":
-		if arg == "" {
-			arg = DefaultDebianSuite
+// default kernel. layer45 is the repository's kernel/ folder, which
+// source-built kernels compile in.
+//
+//	debian[:SUITE]            Debian's prebuilt kernel (default debian:bookworm)
+//	source:SERIES[:debug]     linux-source-SERIES with Layer 4.5 built in
+func Parse(spec string, c *cache.Cache, layer45 string) (Provider, error) {
+	parts := strings.Split(spec, ":")
+	switch {
+	case parts[0] == "" || parts[0] == "debian":
+		suite := DefaultDebianSuite
+		if len(parts) > 1 && parts[1] != "" {
+			suite = parts[1]
 		}
-		return &Debian{Suite: arg, Cache: c}, nil
-	default:
-		return nil, fmt.Errorf("unknown kernel %q: use \"debian\" or \"debian:SUITE\" (the default is debian:%s)", spec, DefaultDebianSuite)
+		if len(parts) <= 2 {
+			return &Debian{Suite: suite, Cache: c}, nil
+		}
+	case parts[0] == "source" && len(parts) >= 2 && parts[1] != "":
+		if len(parts) == 2 {
+			return &Source{Series: parts[1], Layer45: layer45, Cache: c}, nil
+		}
+		if len(parts) == 3 && parts[2] == "debug" {
+			return &Source{Series: parts[1], Debug: true, Layer45: layer45, Cache: c}, nil
+		}
 	}
+	return nil, fmt.Errorf("unknown kernel %q: use debian[:SUITE] or source:SERIES[:debug] (the default is debian:%s)", spec, DefaultDebianSuite)
 }

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -101,11 +102,21 @@ func TestDamagedCacheEntryIsReportedNotBooted(t *testing.T) {
 }
 
 func TestParseRejectsUnknownKernelsClearly(t *testing.T) {
-	p, err := Parse("", nil)
-	require.NoError(t, err)
-	require.Equal(t, "debian:"+DefaultDebianSuite, p.Name())
-	_, err = Parse("gentoo:9", nil)
-	require.ErrorContains(t, err, `unknown kernel "gentoo:9"`)
+	for spec, name := range map[string]string{
+		"":                 "debian:" + DefaultDebianSuite,
+		"debian":           "debian:" + DefaultDebianSuite,
+		"debian:trixie":    "debian:trixie",
+		"source:6.1":       "source:6.1",
+		"source:6.1:debug": "source:6.1:debug",
+	} {
+		p, err := Parse(spec, nil, "/repo/kernel")
+		require.NoError(t, err, spec)
+		require.Equal(t, name, p.Name())
+	}
+	for _, bad := range []string{"gentoo:9", "source", "source:6.1:fast", "debian:a:b"} {
+		_, err := Parse(bad, nil, "")
+		require.ErrorContains(t, err, fmt.Sprintf("unknown kernel %q", bad))
+	}
 }
 
 func TestOtherSuitesAreRefusedWithAReason(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"layer45/harness/cache"
@@ -43,7 +44,11 @@ func NewEnv(ctx context.Context, kernelSpec, accel string, progress io.Writer) (
 	if err != nil {
 		return nil, err
 	}
-	p, err := kernels.Parse(kernelSpec, c)
+	root, err := vmimages.ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	p, err := kernels.Parse(kernelSpec, c, filepath.Join(root, "kernel"))
 	if err != nil {
 		return nil, err
 	}
