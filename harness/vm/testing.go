@@ -90,6 +90,13 @@ func Boot(t testing.TB, opts ...Option) *Machine {
 	}
 	t.Cleanup(func() {
 		defer cancel()
+		// On debug kernels every test ends with a leak scan (contract R2).
+		if !m.Exited() {
+			if report, ok, err := m.Leaks(ctx); ok && (err != nil || strings.Contains(report, "unreferenced object")) {
+				ev.WriteFile(m.Name+".kmemleak.txt", []byte(report))
+				t.Errorf("guest %s: kmemleak found leaks (%v):\n%s\nevidence: %s", m.Name, err, report, ev.Path())
+			}
+		}
 		// Evidence is gathered before power-off, while the guest can talk.
 		crashes := m.untakenCrashes()
 		if t.Failed() || len(crashes) > 0 {
