@@ -1,0 +1,195 @@
+package suites
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"layer45/harness/traffic"
+	"layer45/suites/suite"
+)
+
+// TestR5_R9_ReplaceAndSegments: the replace verdict (copy_length > 0) on
+// send and receive, output larger than the application's buffer, output
+// larger than the scratch buffer, and messages that are not one flat
+// buffer (many iovecs on both ends; modules that walk the iterator).
+func TestR5_R9_ReplaceAndSegments(t *testing.T) {
+	p := suite.NewPair(t)
+	marker := p.StartEcho(t, "udp", dpMarkerPort, "")
+
+	// R5 replace: a tag appended on send is on the wire and stripped by
+	// the peer's module before its application reads; the same happens to
+	// the echo. R9 / regression (section 4): the client sends with sendto
+	// and receives into one buffer, the echo server reads with recvmsg
+	// (UDP) or read (TCP) into one buffer: single-buffer I/O, which newer
+	// kernels pass as ITER_UBUF, is customized like any other.
+	for _, tc := range []struct {
+		proto string
+		port  int
+	}{{"udp", 7201}, {"tcp", 7202}} {
+		t.Run("R5/R9/replace-tag-single-buffer-"+tc.proto, func(t *testing.T) {
+			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
+			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"tag": "CT"}))
+			p.Load(t, p.Server, "tag", dpSrv(tc.proto, tc.port, suite.Params{"tag": "CT"}))
+			msgs := []string{"hello-1", "hello-22"}
+			rep, _ := suite.Run(t, p.Client, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Recv: true})
+			dpRequireSentWhole(t, rep, msgs)
+			require.Equal(t, dpPrefixed(msgs...), rep.Received(), "the client application reads the echoes without the tag")
+			if tc.proto == "udp" {
+				srv := suite.Report(t, p.Server)
+				m, _, ok := srv.Find(tagID)
+				require.True(t, ok, "server report: %+v", srv)
+				require.Equal(t, 1, m.Count, "the echo server's socket is customized: %+v", srv)
+			}
+			require.Equal(t, msgs, echo.Data(t), "the server application reads the messages without the tag")
+			toSrv, toCli := p.Payloads(t, tc.proto, tc.port, true), p.Payloads(t, tc.proto, tc.port, false)
+			if tc.proto == "udp" {
+				require.Equal(t, []string{"hello-1CT", "hello-22CT"}, toSrv)
+				require.Equal(t, []string{"P:hello-1CT", "P:hello-22CT"}, toCli)
+			} else {
+				require.Equal(t, []string{"hello-1CThello-22CT"}, toSrv)
+				require.Equal(t, []string{"P:hello-1CTP:hello-22CT"}, toCli)
+			}
+		})
+	}
+
+	// R5 recv, TCP: the module's output is larger than the application's
+	// buffer; the rest is delivered by the next receives, in order.
+	t.Run("R5/big-reply-tcp-rest-on-next-recv", func(t *testing.T) {
+		const port = 7203
+		echo := p.StartEcho(t, "tcp", port, "")
+		p.Load(t, p.Client, "big_reply", dpCli("tcp", port, suite.Params{"times": 3}))
+		rep, _ := suite.Run(t, p.Client, traffic.Client{Proto: "tcp", To: echo.Addr(), Messages: []string{"abcdefg"},
+			Recv: true, RecvBuf: 8, ExtraRecv: 2, Timeout: 2 * time.Second})
+		r := dpRecvs(rep)
+		require.Len(t, r, 3, "ops: %+v", rep.Ops)
+		for _, o := range r {
+			require.Empty(t, o.Errno, "ops: %+v", rep.Ops)
+			require.False(t, o.Trunc, "a stream never truncates: %+v", o)
+		}
+		require.Equal(t, []string{"abcdefga", "bcdefgab", "cdefg"}, rep.Received(),
+			"21 customized bytes through an 8-byte buffer: 8, 8, then the last 5")
+		require.Equal(t, []string{"abcdefg"}, p.Payloads(t, "tcp", port, false), "the wire carried the original echo")
+	})
+
+	// R5 recv, UDP: the module's output is larger than the application's
+	// buffer; the datagram is truncated with MSG_TRUNC, the rest is gone.
+	t.Run("R5/big-reply-udp-truncated-MSG_TRUNC", func(t *testing.T) {
+		const port = 7204
+		echo := p.StartEcho(t, "udp", port, "")
+		p.Load(t, p.Client, "big_reply", dpCli("udp", port, suite.Params{"times": 3}))
+		rep, _ := suite.Run(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"abcdefg"},
+			Recv: true, RecvBuf: 8, ExtraRecv: 1, Timeout: time.Second})
+		r := dpRecvs(rep)
+		require.Len(t, r, 2, "ops: %+v", rep.Ops)
+		require.Empty(t, r[0].Errno, "%+v", r[0])
+		require.Equal(t, 8, r[0].N)
+		require.Equal(t, "abcdefga", r[0].Data)
+		require.True(t, r[0].Trunc, "MSG_TRUNC must be reported: %+v", r[0])
+		require.Contains(t, []string{"EAGAIN", "EWOULDBLOCK"}, r[1].Errno, "a datagram's cut-off rest is never delivered: %+v", r[1])
+		require.Equal(t, []string{"abcdefg"}, p.Payloads(t, "udp", port, false))
+	})
+
+	// R5: copy_length > buf_size is a module bug: the call fails with
+	// EMSGSIZE, a kernel log line names the module, nothing is sent and
+	// nothing corrupted is delivered.
+	for _, tc := range []struct {
+		proto string
+		port  int
+	}{{"udp", 7205}, {"tcp", 7206}} {
+		t.Run("R5/oversize-EMSGSIZE-"+tc.proto, func(t *testing.T) {
+			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
+			cursor := suite.LogCursor(t, p.Client)
+			p.Load(t, p.Client, "oversize", dpCli(tc.proto, tc.port, suite.Params{"on_recv": 0}))
+			rep, _ := suite.Run(t, p.Client, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"too-big"}, Segments: 2})
+			s := dpSends(rep)
+			require.Len(t, s, 1, "ops: %+v", rep.Ops)
+			require.Equal(t, "EMSGSIZE", s[0].Errno, "%+v", s[0])
+			p.Barrier(t, marker)
+			wire := p.Payloads(t, tc.proto, tc.port, true)
+			require.Empty(t, strings.Join(wire, ""), "nothing of a failed send may cross the wire")
+			dpRequireLogNames(t, p, cursor, "send")
+
+			cursor = suite.LogCursor(t, p.Client)
+			suite.SetModParam(t, p.Client, "oversize", "on_send", "0")
+			suite.SetModParam(t, p.Client, "oversize", "on_recv", "1")
+			rep, _ = suite.Run(t, p.Client, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"reply-too-big"},
+				Recv: true, ExtraRecv: 1, Timeout: time.Second})
+			dpRequireSentWhole(t, rep, []string{"reply-too-big"})
+			r := dpRecvs(rep)
+			require.Len(t, r, 2, "ops: %+v", rep.Ops)
+			require.Equal(t, "EMSGSIZE", r[0].Errno, "%+v", r[0])
+			require.Empty(t, r[0].Data)
+			require.Contains(t, []string{"EAGAIN", "EWOULDBLOCK"}, r[1].Errno, "nothing of the failed message is delivered later: %+v", r[1])
+			require.Equal(t, []string{"reply-too-big"}, echo.Data(t))
+			require.Equal(t, dpPrefixed("reply-too-big"), dpJoinTCP(tc.proto, p.Payloads(t, tc.proto, tc.port, false)))
+			dpRequireLogNames(t, p, cursor, "recv")
+		})
+	}
+
+	// R9: a message sent with sendmsg from many iovecs and received with
+	// recvmsg into many buffers, through a module that reads it in 3-byte
+	// steps with copy_from_iter_full, iov_iter_revert and iov_iter_advance
+	// (it fails the call with EBADMSG if the pieces disagree).
+	const long = "the-quick-brown-fox-jumps-over-the-lazy-dog-0123456789-ABCDEFGHIJ"
+	for _, tc := range []struct {
+		proto string
+		port  int
+	}{{"udp", 7211}, {"tcp", 7212}} {
+		t.Run("R9/many-iovecs-segments-module-"+tc.proto, func(t *testing.T) {
+			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
+			p.Load(t, p.Client, "segments", dpCli(tc.proto, tc.port, suite.Params{"chunk": 3}))
+			p.Load(t, p.Server, "tag", dpSrv(tc.proto, tc.port, suite.Params{"tag": "SEG"}))
+			msgs := []string{long, long[:31]}
+			rep, _ := suite.Run(t, p.Client, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs,
+				Segments: 7, Recv: true, RecvBuf: len(dpEchoPrefix + long), RecvSegs: 5})
+			require.Len(t, rep.Calls("sendmsg"), 2, "sendmsg with several iovecs: %+v", rep.Ops)
+			dpRequireSentWhole(t, rep, msgs)
+			for _, o := range dpRecvs(rep) {
+				require.Empty(t, o.Errno, "ops: %+v", rep.Ops)
+				require.False(t, o.Trunc, "%+v", o)
+			}
+			require.Equal(t, dpPrefixed(msgs...), rep.Received(), "the client's module stripped SEG from the echoes")
+			require.Equal(t, msgs, echo.Data(t), "the server's module stripped SEG")
+			wantTo := []string{long + "SEG", long[:31] + "SEG"}
+			wantFrom := []string{"P:" + long + "SEG", "P:" + long[:31] + "SEG"}
+			if tc.proto == "tcp" {
+				wantTo, wantFrom = []string{strings.Join(wantTo, "")}, []string{strings.Join(wantFrom, "")}
+			}
+			require.Equal(t, wantTo, p.Payloads(t, tc.proto, tc.port, true))
+			require.Equal(t, wantFrom, p.Payloads(t, tc.proto, tc.port, false))
+		})
+	}
+
+	// R9: whatever a module does to src_iter does not matter to Layer
+	// 4.5. The segments module walks the received message back and forth,
+	// leaves the iterator in the middle and then declines (no_cust: the
+	// echo has no SEG tag); the application gets the message intact, in
+	// several buffers.
+	t.Run("R9/module-moves-src_iter-message-intact", func(t *testing.T) {
+		const port = 7213
+		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
+		p.Load(t, p.Client, "segments", dpCli("udp", port, suite.Params{"chunk": 5, "on_send": 0}))
+		rep, _ := suite.Run(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{long},
+			Segments: 4, Recv: true, RecvBuf: len(dpEchoPrefix + long), RecvSegs: 3})
+		dpRequireSentWhole(t, rep, []string{long})
+		require.Equal(t, dpPrefixed(long), rep.Received())
+		require.Equal(t, []string{long}, p.Payloads(t, "udp", port, true))
+	})
+}
+
+// dpRequireLogNames fails unless the client's kernel log, since cursor,
+// has the rate-limited line naming the oversize module (id 132) and the
+// direction that failed.
+func dpRequireLogNames(t *testing.T, p *suite.Pair, cursor uint64, dir string) {
+	t.Helper()
+	lines := suite.LogSince(t, p.Client, cursor)
+	for _, l := range lines {
+		if strings.Contains(l, "132") && strings.Contains(l, "EMSGSIZE") && strings.Contains(l, dir) {
+			return
+		}
+	}
+	t.Fatalf("no kernel log line names customization 132 and EMSGSIZE on %s; log since the call:\n%s", dir, strings.Join(lines, "\n"))
+}
