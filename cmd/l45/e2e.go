@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"layer45/harness/artifacts"
+	"layer45/harness/kernels"
 	"layer45/harness/verdict"
 )
 
@@ -35,7 +36,11 @@ func e2e(ctx context.Context, extra []string) error {
 	if readErr != nil {
 		return fmt.Errorf("reading test results: %w", readErr)
 	}
-	fmt.Printf("\nLayer 4.5 contract verdict (%s, %.0fs):\n", os.Getenv("L45_KERNEL"), time.Since(start).Seconds())
+	kernel := os.Getenv("L45_KERNEL")
+	if kernel == "" {
+		kernel = "default kernel, debian:" + kernels.DefaultDebianSuite
+	}
+	fmt.Printf("\nLayer 4.5 contract verdict (%s, suites took %.0fs):\n", kernel, time.Since(start).Seconds())
 	sum.WriteTable(os.Stdout)
 	b, _ := json.MarshalIndent(sum, "", "  ")
 	path, err := artifacts.WriteSummary("verdict.json", append(b, '\n'))
