@@ -35,7 +35,20 @@ type Client struct {
 	ThreadName  string        // run the socket calls on a thread with this comm
 	CloseEarly  bool          // close the socket without reading replies
 	PauseBefore time.Duration // sleep between socket creation/connect and the first send
+	Interval    time.Duration // sleep between two messages
+	// SyncDir makes the client wait before every message but the first:
+	// it creates SyncDir/ready-<i> and sends message i only once
+	// SyncDir/go-<i> exists, so a test can act between two messages of
+	// one live socket (see ReadyFile and GoFile).
+	SyncDir string
 }
+
+// ReadyFile is the file a client with SyncDir creates when it is about to
+// send message i (counted from 0).
+func ReadyFile(dir string, i int) string { return fmt.Sprintf("%s/ready-%d", dir, i) }
+
+// GoFile is the file that lets a client with SyncDir send message i.
+func GoFile(dir string, i int) string { return fmt.Sprintf("%s/go-%d", dir, i) }
 
 // Args is the l45net command line for c.
 func (c Client) Args() []string {
@@ -73,6 +86,12 @@ func (c Client) Args() []string {
 	if c.PauseBefore != 0 {
 		a = append(a, "-pause", c.PauseBefore.String())
 	}
+	if c.Interval != 0 {
+		a = append(a, "-interval", c.Interval.String())
+	}
+	if c.SyncDir != "" {
+		a = append(a, "-sync", c.SyncDir)
+	}
 	return a
 }
 
@@ -91,6 +110,24 @@ func (s Server) Args() []string {
 		a = append(a, "-prefix", s.Prefix)
 	}
 	return a
+}
+
+// AcceptProbe is a TCP listener on a non-blocking socket: it accepts once
+// with nothing pending (expected to fail with EAGAIN), then waits up to
+// Timeout for one connection, accepts it and receives one message. Its
+// report's ops are listen, accept, accept, recvmsg.
+type AcceptProbe struct {
+	Listen  string // host:port
+	Timeout time.Duration
+}
+
+// Args is the l45net command line for a.
+func (a AcceptProbe) Args() []string {
+	args := []string{GuestTool, "tcp-accept", "-listen", a.Listen}
+	if a.Timeout != 0 {
+		args = append(args, "-timeout", a.Timeout.String())
+	}
+	return args
 }
 
 // Op is one system call's outcome.

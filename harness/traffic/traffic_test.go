@@ -109,3 +109,72 @@ func TestToolOnLoopback(t *testing.T) {
 		require.Equal(t, "EAGAIN", r.Calls("recvmsg")[0].Errno)
 	})
 }
+
+func TestToolSyncIntervalAndAcceptProbe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a program; skipped with -short")
+	}
+	bin := buildTool(t)
+
+	t.Run("sync waits for the go file between messages", func(t *testing.T) {
+		port := freePort(t, "udp")
+		startServer(t, bin, Server{Proto: "udp", Listen: fmt.Sprintf("127.0.0.1:%d", port)})
+		dir := filepath.Join(t.TempDir(), "sync")
+		c := Client{Proto: "udp", To: fmt.Sprintf("127.0.0.1:%d", port), Connect: true,
+			Messages: []string{"one", "two"}, Recv: true, SyncDir: dir, Interval: 10 * time.Millisecond}
+		cmd := exec.Command(bin, c.Args()[1:]...)
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		require.NoError(t, cmd.Start())
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		require.Eventually(t, func() bool { _, err := os.Stat(ReadyFile(dir, 1)); return err == nil },
+			10*time.Second, 10*time.Millisecond, "ready-1 never appeared")
+		select {
+		case err := <-done:
+			t.Fatalf("the client went on without go-1: %v", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		require.NoError(t, os.WriteFile(GoFile(dir, 1), nil, 0o644))
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Fatal("the client did not finish after go-1")
+		}
+		r, err := ParseReport(out.Bytes())
+		require.NoError(t, err)
+		require.Equal(t, []string{"one", "two"}, r.Received())
+	})
+
+	t.Run("accept probe: EAGAIN first, then a real connection", func(t *testing.T) {
+		port := freePort(t, "tcp")
+		p := AcceptProbe{Listen: fmt.Sprintf("127.0.0.1:%d", port), Timeout: 10 * time.Second}
+		require.Equal(t, []string{GuestTool, "tcp-accept", "-listen", p.Listen, "-timeout", "10s"}, p.Args())
+		cmd := exec.Command(bin, p.Args()[1:]...)
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		require.NoError(t, cmd.Start())
+		var conn net.Conn
+		require.Eventually(t, func() bool {
+			var err error
+			conn, err = net.Dial("tcp4", p.Listen)
+			return err == nil
+		}, 10*time.Second, 20*time.Millisecond)
+		_, err := conn.Write([]byte("hi"))
+		require.NoError(t, err)
+		require.NoError(t, cmd.Wait())
+		conn.Close()
+		r, err := ParseReport(out.Bytes())
+		require.NoError(t, err)
+		require.Len(t, r.Ops, 4, "%+v", r.Ops)
+		require.Equal(t, "listen", r.Ops[0].Call)
+		require.Empty(t, r.Ops[0].Errno)
+		require.Equal(t, "accept", r.Ops[1].Call)
+		require.Equal(t, "EAGAIN", r.Ops[1].Errno)
+		require.Equal(t, "accept", r.Ops[2].Call)
+		require.Empty(t, r.Ops[2].Errno)
+		require.Equal(t, "hi", r.Ops[3].Data)
+	})
+}

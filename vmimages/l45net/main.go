@@ -4,6 +4,7 @@
 //
 //	l45net udp|tcp -to HOST:PORT -msg M [-msg M...] [-recv] [flags]
 //	l45net udp-serve|tcp-serve -listen HOST:PORT [-prefix P]
+//	l45net tcp-accept -listen HOST:PORT [-timeout D]
 package main
 
 import (
@@ -41,6 +42,8 @@ func main() {
 		err = client(mode, fs, os.Args[2:])
 	case "udp-serve", "tcp-serve":
 		err = serve(strings.TrimSuffix(mode, "-serve"), fs, os.Args[2:])
+	case "tcp-accept":
+		err = acceptProbe(fs, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
@@ -103,11 +106,11 @@ func readComm(path string) string {
 }
 
 type clientFlags struct {
-	to, from, thread                   string
+	to, from, thread, sync             string
 	msgs                               multi
 	segments, recvBuf, recvSegs, extra int
 	recv, connect, nonblock            bool
-	timeout, pause                     time.Duration
+	timeout, pause, interval           time.Duration
 }
 
 func client(proto string, fs *flag.FlagSet, args []string) error {
@@ -125,6 +128,8 @@ func client(proto string, fs *flag.FlagSet, args []string) error {
 	fs.DurationVar(&f.timeout, "timeout", 2*time.Second, "receive timeout (blocking) or poll wait (non-blocking)")
 	fs.StringVar(&f.thread, "thread-name", "", "name of the thread making the calls")
 	fs.DurationVar(&f.pause, "pause", 0, "pause before the first send")
+	fs.DurationVar(&f.interval, "interval", 0, "pause between messages")
+	fs.StringVar(&f.sync, "sync", "", "before message i>0, create DIR/ready-i and wait for DIR/go-i")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -205,7 +210,15 @@ func run(proto string, f *clientFlags, rep *traffic.Report) error {
 	if !connected {
 		dest = to
 	}
-	for _, m := range f.msgs {
+	for i, m := range f.msgs {
+		if i > 0 && f.interval > 0 {
+			time.Sleep(f.interval)
+		}
+		if i > 0 && f.sync != "" {
+			if err := handshake(f.sync, i); err != nil {
+				return err
+			}
+		}
 		rep.Ops = append(rep.Ops, send(fd, []byte(m), f.segments, dest))
 		if f.recv {
 			rep.Ops = append(rep.Ops, recv(fd, f))
@@ -256,6 +269,31 @@ func recv(fd int, f *clientFlags) traffic.Op {
 	op.Data = string(buf[:min(n, len(buf))])
 	op.Trunc = flags&unix.MSG_TRUNC != 0
 	return op
+}
+
+// syncWait bounds how long a -sync handshake waits for the test.
+const syncWait = 10 * time.Minute
+
+// handshake tells the test that the socket is about to send message i
+// (DIR/ready-i) and waits until the test allows it (DIR/go-i), so a test can
+// change Layer 4.5's state between two messages of one live socket.
+func handshake(dir string, i int) error {
+	ready := fmt.Sprintf("%s/ready-%d", dir, i)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(ready, nil, 0o644); err != nil {
+		return err
+	}
+	goFile := fmt.Sprintf("%s/go-%d", dir, i)
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(goFile); err == nil {
+			return nil
+		}
+		if time.Since(start) > syncWait {
+			return fmt.Errorf("sync: %s never appeared", goFile)
+		}
+	}
 }
 
 func waitFor(fd int, events int16, d time.Duration) error {

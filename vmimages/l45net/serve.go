@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -95,4 +96,75 @@ func echo(fd int, from, prefix string) {
 			return
 		}
 	}
+}
+
+// acceptProbe listens on a non-blocking TCP socket and accepts at once,
+// with nothing pending (the call must fail with EAGAIN, not crash the
+// kernel), then waits for one connection, accepts it and receives one
+// message. It prints a client report: listen, accept, accept, recvmsg.
+func acceptProbe(fs *flag.FlagSet, args []string) error {
+	listen := fs.String("listen", "", "local host:port")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the connection and its message")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	addr, err := sockaddr(*listen)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.Bind(fd, addr); err != nil {
+		return fmt.Errorf("bind %s: %w", *listen, err)
+	}
+	var rep traffic.Report
+	rep.Comm = readComm("/proc/self/comm")
+	rep.ThreadComm = rep.Comm
+	op := traffic.Op{Call: "listen"}
+	if err := unix.Listen(fd, 16); err != nil {
+		op.Errno = errnoName(err)
+	}
+	rep.Ops = append(rep.Ops, op)
+	accept := func() (int, traffic.Op) {
+		op := traffic.Op{Call: "accept"}
+		c, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC)
+		if err != nil {
+			op.Errno = errnoName(err)
+			return -1, op
+		}
+		return c, op
+	}
+	// Nothing can be pending yet: the caller connects only after it saw
+	// this socket listening, and that is after this accept.
+	c, op := accept()
+	if c >= 0 {
+		unix.Close(c)
+	}
+	rep.Ops = append(rep.Ops, op)
+	if err := waitFor(fd, unix.POLLIN, *timeout); err != nil {
+		rep.Ops = append(rep.Ops, traffic.Op{Call: "accept", Errno: errnoName(err)})
+		return json.NewEncoder(os.Stdout).Encode(&rep)
+	}
+	c, op = accept()
+	rep.Ops = append(rep.Ops, op)
+	if c >= 0 {
+		defer unix.Close(c)
+		tv := unix.NsecToTimeval(timeout.Nanoseconds())
+		unix.SetsockoptTimeval(c, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		unix.SetNonblock(c, false)
+		rop := traffic.Op{Call: "recvmsg"}
+		buf := make([]byte, 4096)
+		n, err := unix.Read(c, buf)
+		if err != nil {
+			rop.Errno = errnoName(err)
+		} else {
+			rop.N, rop.Data = n, string(buf[:n])
+		}
+		rep.Ops = append(rep.Ops, rop)
+	}
+	return json.NewEncoder(os.Stdout).Encode(&rep)
 }
