@@ -1,6 +1,7 @@
 package suites
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"layer45/harness/traffic"
+	"layer45/harness/vm"
 	"layer45/suites/suite"
 )
 
@@ -54,6 +56,35 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 			}
 		})
 	}
+
+	// R5 send, TCP: a customized message far larger than the socket's
+	// initial send buffer goes out in several transport writes; the
+	// application is told its whole message went and every customized
+	// byte reaches the peer, in order, the tag last. (The server's echoes
+	// are dropped by a module there: unread echoes at the client's close
+	// would reset the connection and cut the stream short.)
+	t.Run("R5/tcp-large-replace-no-byte-lost", func(t *testing.T) {
+		const port = 7207
+		echo := p.StartEcho(t, "tcp", port, "")
+		p.Load(t, p.Client, "tag", dpCli("tcp", port, suite.Params{"tag": "END"}))
+		p.Load(t, p.Server, "drop", dpSrv("tcp", port, suite.Params{"on_recv": 0}))
+		var b strings.Builder
+		for i := 0; b.Len() < 60000; i++ {
+			fmt.Fprintf(&b, "%07d|", i)
+		}
+		msg := b.String()
+		rep, _ := suite.Run(t, p.Client, traffic.Client{Proto: "tcp", To: echo.Addr(), Messages: []string{msg}, Segments: 3})
+		dpRequireConnected(t, rep)
+		dpRequireSentWhole(t, rep, []string{msg})
+		want := msg + "END"
+		var w []string
+		vm.WaitFor(t, "the whole customized stream on the wire", 10*time.Second, func() bool {
+			w = p.Payloads(t, "tcp", port, true)
+			return len(w) == 1 && len(w[0]) >= len(want)
+		})
+		require.True(t, w[0] == want, "the stream on the wire is not the message followed by END (%d bytes, want %d)", len(w[0]), len(want))
+		require.Empty(t, strings.Join(p.Payloads(t, "tcp", port, false), ""), "the server's echoes were dropped")
+	})
 
 	// R5 recv, TCP: the module's output is larger than the application's
 	// buffer; the rest is delivered by the next receives, in order.
