@@ -24,10 +24,17 @@ const (
 	echoPrefix = "P:"
 )
 
-func TestActivationAndDeprecation(t *testing.T) {
+// One pair of guests for the rules about which modules a socket gets and
+// when they run (R11-R14); every subtest uses its own ports and unloads
+// its modules when it ends. The R13/R14 bodies are in matching_test.go.
+func TestActivationMatchingOrdering(t *testing.T) {
 	p := suite.NewPair(t)
 	t.Run("R11/inactive-attached-counted-not-called-toggle-live", func(t *testing.T) { r11ToggleLive(t, p) })
 	t.Run("R12/deprecated-keeps-its-sockets-never-attaches-anew", func(t *testing.T) { r12Deprecation(t, p) })
+	t.Run("R13/thread-name-vs-process-name-and-wildcards", func(t *testing.T) { r13ThreadNames(t, p) })
+	t.Run("R14/protocol-address-port-connected-unconnected", func(t *testing.T) { r14Filters(t, p) })
+	t.Run("R14/at-most-five-lowest-priority-reorder-live-ties", func(t *testing.T) { r14FiveLowestAndReorder(t, p) })
+	t.Run("R14/apply-now-existing-sockets", func(t *testing.T) { r14ApplyNow(t, p) })
 }
 
 // The inactive module (activate=0) and tag both match one live UDP

@@ -1,0 +1,187 @@
+package suites
+
+// R13 (task names) and R14 (matching and ordering). The chain_a..chain_f
+// modules append their letter on send (on_recv=0 here), so the wire shows
+// which modules a socket got and in which order they ran; the echo
+// server returns it, so the application sees the same.
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"layer45/harness/traffic"
+	"layer45/harness/vm"
+	"layer45/suites/suite"
+)
+
+// chain modules and their ids.
+var chains = []struct {
+	name string
+	id   int
+}{{"chain_a", 111}, {"chain_b", 112}, {"chain_c", 113}, {"chain_d", 114}, {"chain_e", 115}, {"chain_f", 116}}
+
+func udpOnce(t *testing.T, p *suite.Pair, c traffic.Client) *traffic.Report {
+	t.Helper()
+	if c.Timeout == 0 {
+		c.Timeout = vm.Scale(3 * time.Second)
+	}
+	c.Recv = true
+	return p.Client.Traffic(t, c)
+}
+
+// r13ThreadNames: l45net makes its socket calls on a thread it can name;
+// the process keeps the name l45net. task_name_pid is the thread's name,
+// task_name_tgid the process's, and "*" matches any.
+func r13ThreadNames(t *testing.T, p *suite.Pair) {
+	const port = 7201
+	echo := p.StartEcho(t, "udp", port, echoPrefix)
+	base := suite.Params{"protocol": 17, "dest_port": port, "on_recv": 0}
+	with := func(extra suite.Params) suite.Params {
+		q := suite.Params{}
+		for k, v := range base {
+			q[k] = v
+		}
+		for k, v := range extra {
+			q[k] = v
+		}
+		return q
+	}
+	// Thread named worker in process l45net.
+	p.Load(t, p.Client, "chain_a", with(suite.Params{"task_pid": "worker", "task_tgid": "l45net", "priority": 10}))
+	// The process's name as a thread name: only a thread still called l45net.
+	p.Load(t, p.Client, "chain_b", with(suite.Params{"task_pid": "l45net", "task_tgid": "*", "priority": 20}))
+	// The thread's name as a process name: matches nothing.
+	p.Load(t, p.Client, "chain_c", with(suite.Params{"task_pid": "*", "task_tgid": "worker", "priority": 30}))
+	// Wildcards on both names.
+	p.Load(t, p.Client, "chain_d", with(suite.Params{"task_pid": "*", "task_tgid": "*", "priority": 40}))
+	// Another program's name.
+	p.Load(t, p.Client, "chain_e", with(suite.Params{"task_pid": "*", "task_tgid": "dig", "priority": 50}))
+
+	named := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"w"}, ThreadName: "worker"})
+	require.Equal(t, "worker", named.ThreadComm)
+	require.Equal(t, "l45net", named.Comm)
+	require.Equal(t, []string{"P:wad"}, named.Received(), "thread worker of l45net: chain_a (pid+tgid) and chain_d (wildcards)")
+
+	plain := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"x"}})
+	require.Equal(t, "l45net", plain.ThreadComm)
+	require.Equal(t, []string{"P:xbd"}, plain.Received(), "thread l45net of l45net: chain_b (pid) and chain_d")
+
+	other := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"y"}, ThreadName: "other"})
+	require.Equal(t, []string{"P:yd"}, other.Received(), "thread other: only the wildcards match")
+
+	require.Equal(t, []string{"wad", "xbd", "yd"}, p.WaitPayloads(t, "udp", port, true, 3))
+	for _, c := range chains[:5] {
+		e, _ := suite.Entry(t, p.Client, c.id)
+		require.Equal(t, 0, e.Count, "%s: every client socket has closed", c.name)
+	}
+}
+
+// r14Filters: protocol, destination/source address and port, connected
+// and unconnected UDP. All priorities are equal, so letters come in
+// registration order.
+func r14Filters(t *testing.T, p *suite.Pair) {
+	const port, port2, srcPort = 7202, 7203, 40123
+	udp := p.StartEcho(t, "udp", port, echoPrefix)
+	tcp := p.StartEcho(t, "tcp", port, echoPrefix)
+	udp2 := p.StartEcho(t, "udp", port2, echoPrefix)
+	any := func(extra suite.Params) suite.Params {
+		q := suite.Params{"task_tgid": "l45net", "on_recv": 0, "priority": 50}
+		for k, v := range extra {
+			q[k] = v
+		}
+		return q
+	}
+	p.Load(t, p.Client, "chain_a", any(suite.Params{"protocol": 6, "dest_port": port}))
+	p.Load(t, p.Client, "chain_b", any(suite.Params{"protocol": 17, "dest_ip": suite.ServerIP, "dest_port": port}))
+	p.Load(t, p.Client, "chain_c", any(suite.Params{"protocol": 256, "dest_ip": "10.0.0.99"}))
+	p.Load(t, p.Client, "chain_d", any(suite.Params{"protocol": 256, "source_ip": suite.ClientIP, "dest_port": port2}))
+	p.Load(t, p.Client, "chain_e", any(suite.Params{"protocol": 17, "source_port": srcPort}))
+	p.Load(t, p.Client, "chain_f", any(suite.Params{"protocol": 256, "source_ip": "10.0.0.41"}))
+
+	cases := []struct {
+		name string
+		c    traffic.Client
+		want string // what the echo returns
+	}{
+		{"tcp to port: protocol 6 only", traffic.Client{Proto: "tcp", To: tcp.Addr(), Messages: []string{"t1"}}, "P:t1a"},
+		{"connected udp to port: protocol 17 + dest_ip + dest_port", traffic.Client{Proto: "udp", To: udp.Addr(), Connect: true, Messages: []string{"u1"}}, "P:u1b"},
+		{"unconnected udp: the message's address is the flow", traffic.Client{Proto: "udp", To: udp.Addr(), Messages: []string{"u2"}}, "P:u2b"},
+		{"udp to port2: source_ip + dest_port", traffic.Client{Proto: "udp", To: udp2.Addr(), Messages: []string{"u3"}}, "P:u3d"},
+		{"udp to port2 from a bound source port", traffic.Client{Proto: "udp", To: udp2.Addr(), From: fmt.Sprintf("%s:%d", suite.ClientIP, srcPort), Messages: []string{"u4"}}, "P:u4de"},
+	}
+	for _, tc := range cases {
+		r := udpOnce(t, p, tc.c)
+		require.Equal(t, []string{tc.want}, r.Received(), "%s: ops %+v", tc.name, r.Ops)
+	}
+	require.Equal(t, []string{"u1b", "u2b"}, p.WaitPayloads(t, "udp", port, true, 2))
+	require.Equal(t, []string{"u3d", "u4de"}, p.WaitPayloads(t, "udp", port2, true, 2))
+	require.Equal(t, []string{"t1a"}, p.WaitPayloads(t, "tcp", port, true, 1))
+}
+
+// r14FiveLowestAndReorder: six modules match one socket; exactly five
+// attach, the five lowest priority values, in priority order (contract
+// section 4: "a sixth module overran the 5-slot array"). A PRIORITY
+// change re-orders a live socket before its next message but never
+// changes which modules it has. With equal priorities, registration order
+// decides.
+func r14FiveLowestAndReorder(t *testing.T, p *suite.Pair) {
+	const port = 7204
+	echo := p.StartEcho(t, "udp", port, echoPrefix)
+	// Registration order a..f, priorities descending: f is lowest.
+	for i, c := range chains {
+		p.Load(t, p.Client, c.name, suite.ClientTarget("udp", port, suite.Params{"priority": 60 - 10*i, "on_recv": 0}))
+	}
+	live := suite.StartLive(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
+		Messages: []string{"m0", "m1"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
+	live.Ready(t)
+	for _, c := range chains {
+		e, _ := suite.Entry(t, p.Client, c.id)
+		want := 1
+		if c.name == "chain_a" {
+			want = 0 // the highest priority value is left out
+		}
+		require.Equal(t, want, e.Count, "%s attached sockets", c.name)
+	}
+	// f (10) moves behind b (50); a (60 → 1) is not attached and stays out.
+	require.Equal(t, 1, suite.Result(t, p.Client, 116, "PRIORITY 116 55 END"))
+	require.Equal(t, 1, suite.Result(t, p.Client, 111, "PRIORITY 111 1 END"))
+	require.Equal(t, 55, suite.ModParamInt(t, p.Client, "chain_f", "priority"))
+	rep := live.Finish(t)
+	require.Equal(t, []string{"P:m0fedcb", "P:m1edcbf"}, rep.Received(), "ops: %+v", rep.Ops)
+
+	// Ties: every priority equal, a new socket gets the first five
+	// registered, in registration order.
+	for _, c := range chains {
+		require.Equal(t, 1, suite.Result(t, p.Client, c.id, fmt.Sprintf("PRIORITY %d 7 END", c.id)))
+	}
+	tie := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true, Messages: []string{"n"}})
+	require.Equal(t, []string{"P:nabcde"}, tie.Received())
+	require.Equal(t, []string{"m0fedcb", "m1edcbf", "nabcde"}, p.WaitPayloads(t, "udp", port, true, 3))
+}
+
+// r14ApplyNow: a socket tracked before two modules were registered gets,
+// on its next message, the one registered with apply_now and not the
+// other; a socket tracked afterwards gets both.
+func r14ApplyNow(t *testing.T, p *suite.Pair) {
+	const port = 7205
+	echo := p.StartEcho(t, "udp", port, echoPrefix)
+	live := suite.StartLive(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
+		Messages: []string{"m0", "m1", "m2"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
+	live.Ready(t) // m0 went out with no module: the socket is tracked
+	p.Load(t, p.Client, "tag", suite.ClientTarget("udp", port, suite.Params{"apply_now": 1, "priority": 10, "on_recv": 0, "tag": "N"}))
+	p.Load(t, p.Client, "tag2", suite.ClientTarget("udp", port, suite.Params{"apply_now": 0, "priority": 20, "on_recv": 0, "tag": "L"}))
+	live.Step(t) // m1
+	live.Ready(t)
+	e, _ := suite.Entry(t, p.Client, tagID)
+	require.Equal(t, 1, e.Count, "apply_now: the existing socket took the module")
+	e, _ = suite.Entry(t, p.Client, tag2ID)
+	require.Equal(t, 0, e.Count, "without apply_now the existing socket is left alone")
+	rep := live.Finish(t)
+	require.Equal(t, []string{"P:m0", "P:m1N", "P:m2N"}, rep.Received(), "ops: %+v", rep.Ops)
+	later := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true, Messages: []string{"n0"}})
+	require.Equal(t, []string{"P:n0NL"}, later.Received())
+	require.Equal(t, []string{"m0", "m1N", "m2N", "n0NL"}, p.WaitPayloads(t, "udp", port, true, 4))
+}
