@@ -77,7 +77,10 @@ func (LinuxKernel) LoadModule(path, params string) error {
 }
 
 // leaderDead reports whether pid's main thread has exited while other
-// threads of the process live on (state Z or X in /proc/PID/stat).
+// threads of the process live on: its state is Z or X in /proc/PID/stat
+// and /proc/PID/task still lists other threads. A process that simply
+// exited is a zombie too until the reaper collects it, but with its
+// threads gone.
 func leaderDead(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -85,10 +88,11 @@ func leaderDead(pid int) bool {
 	}
 	// The state follows the command name, which is in parentheses.
 	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
+	if i < 0 || i+2 >= len(b) || (b[i+2] != 'Z' && b[i+2] != 'X') {
 		return false
 	}
-	return b[i+2] == 'Z' || b[i+2] == 'X'
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	return err == nil && len(tasks) > 1
 }
 
 // FinitChild is the child's side of LoadModule: it loads one module and
