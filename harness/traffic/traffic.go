@@ -36,6 +36,7 @@ type Client struct {
 	CloseEarly  bool          // close the socket without reading replies
 	PauseBefore time.Duration // sleep between socket creation/connect and the first send
 	Interval    time.Duration // sleep between two messages
+	Drain       bool          // TCP: at the end shut down writing and read until the peer closes (op "drain")
 	// SyncDir makes the client wait before every message but the first:
 	// it creates SyncDir/ready-<i> and sends message i only once
 	// SyncDir/go-<i> exists, so a test can act between two messages of
@@ -85,6 +86,9 @@ func (c Client) Args() []string {
 	}
 	if c.PauseBefore != 0 {
 		a = append(a, "-pause", c.PauseBefore.String())
+	}
+	if c.Drain {
+		a = append(a, "-drain")
 	}
 	if c.Interval != 0 {
 		a = append(a, "-interval", c.Interval.String())

@@ -148,6 +148,19 @@ func TestToolSyncIntervalAndAcceptProbe(t *testing.T) {
 		require.Equal(t, []string{"one", "two"}, r.Received())
 	})
 
+	t.Run("drain reads the whole echo after shutting down writing", func(t *testing.T) {
+		port := freePort(t, "tcp")
+		startServer(t, bin, Server{Proto: "tcp", Listen: fmt.Sprintf("127.0.0.1:%d", port), Prefix: ">"})
+		big := strings.Repeat("0123456789", 10000)
+		r := runClient(t, bin, Client{Proto: "tcp", To: fmt.Sprintf("127.0.0.1:%d", port), Messages: []string{big}, Drain: true})
+		d := r.Calls("drain")
+		require.Len(t, d, 1)
+		require.Empty(t, d[0].Errno)
+		// The server prefixes each chunk it read.
+		require.True(t, strings.HasPrefix(d[0].Data, ">0123"))
+		require.True(t, strings.ReplaceAll(d[0].Data, ">", "") == big, "drained %d bytes", d[0].N)
+	})
+
 	t.Run("accept probe: EAGAIN first, then a real connection", func(t *testing.T) {
 		port := freePort(t, "tcp")
 		p := AcceptProbe{Listen: fmt.Sprintf("127.0.0.1:%d", port), Timeout: 10 * time.Second}

@@ -109,7 +109,7 @@ type clientFlags struct {
 	to, from, thread, sync             string
 	msgs                               multi
 	segments, recvBuf, recvSegs, extra int
-	recv, connect, nonblock            bool
+	recv, connect, nonblock, drain     bool
 	timeout, pause, interval           time.Duration
 }
 
@@ -125,6 +125,7 @@ func client(proto string, fs *flag.FlagSet, args []string) error {
 	fs.BoolVar(&f.recv, "recv", false, "receive after each send")
 	fs.BoolVar(&f.connect, "connect", false, "connect a UDP socket")
 	fs.BoolVar(&f.nonblock, "nonblock", false, "non-blocking socket")
+	fs.BoolVar(&f.drain, "drain", false, "TCP: at the end shut down writing and read until the peer closes")
 	fs.DurationVar(&f.timeout, "timeout", 2*time.Second, "receive timeout (blocking) or poll wait (non-blocking)")
 	fs.StringVar(&f.thread, "thread-name", "", "name of the thread making the calls")
 	fs.DurationVar(&f.pause, "pause", 0, "pause before the first send")
@@ -227,7 +228,38 @@ func run(proto string, f *clientFlags, rep *traffic.Report) error {
 	for i := 0; i < f.extra; i++ {
 		rep.Ops = append(rep.Ops, recv(fd, f))
 	}
+	if f.drain {
+		rep.Ops = append(rep.Ops, drain(fd, f))
+	}
 	return nil
+}
+
+// drain ends the sending side (everything queued is delivered, then FIN)
+// and reads until the peer closes: one op with every byte read.
+func drain(fd int, f *clientFlags) traffic.Op {
+	op := traffic.Op{Call: "drain"}
+	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+		op.Errno = errnoName(err)
+		return op
+	}
+	var all []byte
+	buf := make([]byte, 65536)
+	for {
+		if f.nonblock {
+			waitFor(fd, unix.POLLIN, f.timeout)
+		}
+		n, err := unix.Read(fd, buf)
+		if err != nil {
+			op.Errno = errnoName(err)
+			break
+		}
+		if n == 0 {
+			break
+		}
+		all = append(all, buf[:n]...)
+	}
+	op.N, op.Data = len(all), string(all)
+	return op
 }
 
 // send uses sendto for one buffer and sendmsg for several, so both the
