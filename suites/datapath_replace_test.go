@@ -78,10 +78,13 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 		dpRequireSentWhole(t, rep, []string{msg})
 		want := msg + "END"
 		var w []string
-		vm.WaitFor(t, "the whole customized stream on the wire", 10*time.Second, func() bool {
+		for deadline := time.Now().Add(vm.Scale(3 * time.Second)); ; time.Sleep(50 * time.Millisecond) {
 			w = p.Payloads(t, "tcp", port, true)
-			return len(w) == 1 && len(w[0]) >= len(want)
-		})
+			if len(w) == 1 && len(w[0]) >= len(want) || time.Now().After(deadline) {
+				break
+			}
+		}
+		require.Len(t, w, 1, "one connection")
 		require.True(t, w[0] == want, "the stream on the wire is not the message followed by END (%d bytes, want %d)", len(w[0]), len(want))
 		require.Empty(t, strings.Join(p.Payloads(t, "tcp", port, false), ""), "the server's echoes were dropped")
 	})
@@ -199,6 +202,47 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 	// leaves the iterator in the middle and then declines (no_cust: the
 	// echo has no SEG tag); the application gets the message intact, in
 	// several buffers.
+	// R9: a module that reads the whole message and leaves src_iter
+	// exhausted, then declines. With try_next the next module (tag) still
+	// sees the whole message; with no_cust the transport (send) and the
+	// application (recv) still get all of it. Both directions, UDP and
+	// TCP, sends from several iovecs.
+	for _, tc := range []struct {
+		proto string
+		port  int
+	}{{"udp", 7214}, {"tcp", 7215}} {
+		t.Run("R9/module-exhausts-src_iter-then-declines-"+tc.proto, func(t *testing.T) {
+			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
+			p.Load(t, p.Client, "peek", dpCli(tc.proto, tc.port, suite.Params{"priority": 10}))
+			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"tag": "TG", "priority": 20}))
+			p.Load(t, p.Server, "tag", dpSrv(tc.proto, tc.port, suite.Params{"tag": "TG"}))
+
+			// peek declines with try_next: tag appends and strips.
+			msgs := []string{"iter-one", "iter-twenty-two"}
+			rep, _ := suite.Run(t, p.Client, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Segments: 3, Recv: true})
+			dpRequireSentWhole(t, rep, msgs)
+			require.Equal(t, dpPrefixed(msgs...), rep.Received(), "tag saw the whole echo after peek exhausted the iterator")
+			read := 0
+			for _, m := range msgs {
+				read += len(m) + len("P:"+m+"TG")
+			}
+			require.Equal(t, 4, suite.ModParamInt(t, p.Client, "peek", "calls"))
+			require.Equal(t, read, suite.ModParamInt(t, p.Client, "peek", "bytes"), "peek read every message whole")
+
+			// peek declines with no_cust: the messages pass whole.
+			suite.SetModParam(t, p.Client, "peek", "nocust", "1")
+			rep, _ = suite.Run(t, p.Client, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"passes-whole"}, Segments: 3, Recv: true})
+			dpRequireSentWhole(t, rep, []string{"passes-whole"})
+			require.Equal(t, []string{"P:passes-wholeTG"}, rep.Received(), "the echo reaches the application whole and unmodified")
+			require.Equal(t, []string{"iter-one", "iter-twenty-two", "passes-whole"}, echo.Data(t))
+			wantTo := []string{"iter-oneTG", "iter-twenty-twoTG", "passes-whole"}
+			if tc.proto == "tcp" {
+				wantTo = []string{strings.Join(wantTo[:2], ""), wantTo[2]}
+			}
+			require.Equal(t, wantTo, p.Payloads(t, tc.proto, tc.port, true), "the transport got every message whole")
+		})
+	}
+
 	t.Run("R9/module-moves-src_iter-message-intact", func(t *testing.T) {
 		const port = 7213
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
