@@ -53,6 +53,10 @@ func (LinuxKernel) LoadModule(path, params string) error {
 		return fmt.Errorf("start module loader: %w", err)
 	}
 	crashed := fmt.Errorf("the process loading %s died in the kernel: the module crashed in its init (see the console)", path)
+	// A process on its way out also shows a dead leader with threads
+	// still listed for a moment (slow on a debug kernel under TCG); only
+	// a state that lasts is a crash.
+	deadFor := 0
 	for {
 		select {
 		case ws := <-exited:
@@ -67,7 +71,11 @@ func (LinuxKernel) LoadModule(path, params string) error {
 			// An oops kills only the thread that made the call (the
 			// child's main thread, see FinitChild); the Go runtime's
 			// other threads would keep the child alive for ever.
-			if leaderDead(pid) {
+			if !leaderDead(pid) {
+				deadFor = 0
+				continue
+			}
+			if deadFor++; deadFor >= 25 {
 				unix.Kill(pid, unix.SIGKILL)
 				<-exited
 				return crashed
