@@ -26,6 +26,13 @@ var GuestPrograms = []string{"/usr/bin/dig", "/usr/sbin/dnsmasq"}
 // network, block and ext4 (the persistent disk). Built-in ones are skipped.
 var GuestModules = []string{"virtio_pci", "virtio_console", "virtio_net", "virtio_blk", "ext4"}
 
+// GuestOptionalModules are loaded too where the kernel has them as
+// modules: ext4 asks the crypto API for "crc32c" at mount time (6.1 refuses
+// the mount with "Cannot load crc32c driver." without it), and the guest
+// has no modprobe to load it on demand. Later kernels build it in or
+// rename it.
+var GuestOptionalModules = []string{"crc32c_generic"}
+
 // ModulesLoadPath lists, in load order, the modules the agent loads at boot.
 const ModulesLoadPath = "/etc/l45/modules.load"
 
@@ -59,7 +66,13 @@ func Compose(k *kernels.Kernel, tools Tools) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	files, err := idx.loadOrder(GuestModules...)
+	want := GuestModules[:len(GuestModules):len(GuestModules)]
+	for _, n := range GuestOptionalModules {
+		if _, ok := idx.file[n]; ok {
+			want = append(want[:len(want)-1], n, want[len(want)-1]) // before ext4
+		}
+	}
+	files, err := idx.loadOrder(want...)
 	if err != nil {
 		return nil, err
 	}

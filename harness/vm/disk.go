@@ -11,7 +11,9 @@ import (
 // directory removed when t ends, and returns its path. Boot a guest with
 // WithDisk(path, false) (and WithMount to mount it at boot); rebooting the
 // guest keeps what it wrote. The image is a sparse file formatted on the
-// host with mkfs.ext4 (e2fsprogs, installed by `make setup`).
+// host with mkfs.ext4 (e2fsprogs, installed by `make setup`). Mounting it
+// needs ext4's crc32c driver, which guest images carry
+// (vmimages.GuestOptionalModules).
 func NewDisk(t testing.TB, sizeMiB int) string {
 	t.Helper()
 	if sizeMiB < 1 {
