@@ -61,12 +61,24 @@ type Summary struct {
 
 var ruleRe = regexp.MustCompile(`^R(\d{1,2})$`)
 
-// rulesOf returns the rule ids a test name claims: words of the name
-// (split at / and _) that are R<n>.
+// rulesOf returns the rule ids a test name claims: words (split at / and
+// _) that are R<n>. A subtest claims what its own part of the name says,
+// and only when that says nothing what its top-level test says: the
+// subtests of TestR6_R7_R8_Verdicts each prove one of the three rules,
+// not all of them.
 func rulesOf(name string) []string {
+	top, sub, isSub := strings.Cut(name, "/")
+	if isSub {
+		if ids := ruleWords(sub); len(ids) > 0 {
+			return ids
+		}
+	}
+	return ruleWords(strings.TrimPrefix(top, "Test"))
+}
+
+func ruleWords(name string) []string {
 	var out []string
 	seen := map[string]bool{}
-	name = strings.TrimPrefix(name, "Test")
 	for _, word := range strings.FieldsFunc(name, func(r rune) bool { return r == '/' || r == '_' }) {
 		m := ruleRe.FindStringSubmatch(word)
 		if m == nil {
@@ -162,17 +174,24 @@ func Read(r io.Reader, echo io.Writer) (*Summary, error) {
 	for _, id := range Rules {
 		byRule[id] = &Rule{Rule: id}
 	}
+	// parents calls mark with the key of every test above key's test.
+	parents := func(key string, mark map[string]bool) {
+		t := tests[key]
+		for n := t.Name; strings.Contains(n, "/"); {
+			n = n[:strings.LastIndex(n, "/")]
+			mark[t.Package+" "+n] = true
+		}
+	}
 	hasSubtests := map[string]bool{}
 	for _, key := range order {
-		if i := strings.LastIndex(key, "/"); i >= 0 {
-			for p := key[:i]; ; {
-				hasSubtests[p] = true
-				j := strings.LastIndex(p, "/")
-				if j < 0 {
-					break
-				}
-				p = p[:j]
-			}
+		parents(key, hasSubtests)
+	}
+	// A subtest named "R4/error-recv" has no test "R4" above it, so every
+	// prefix of a name is marked.
+	subtestFailed := map[string]bool{}
+	for _, key := range order {
+		if r := tests[key].Result; r == "fail" || r == "" {
+			parents(key, subtestFailed)
 		}
 	}
 	for _, key := range order {
@@ -180,9 +199,14 @@ func Read(r io.Reader, echo io.Writer) (*Summary, error) {
 		if t.Result == "" {
 			t.Result = "fail" // the binary died mid-test
 		}
+		// A parent's subtests speak for its rules. It counts itself only
+		// when it failed on its own (a boot, or a crash found at its
+		// cleanup), not because one of them failed.
+		if hasSubtests[key] && (t.Result != "fail" || subtestFailed[key]) {
+			continue
+		}
 		ids := rulesOf(t.Name)
-		// A parent fails when a subtest does; the subtest is what counts.
-		if len(ids) == 0 && t.Result == "fail" && !hasSubtests[key] {
+		if len(ids) == 0 && t.Result == "fail" {
 			sum.Unruled = append(sum.Unruled, *t)
 		}
 		for _, id := range ids {

@@ -19,6 +19,9 @@ func TestRulesOf(t *testing.T) {
 		"TestRouting":                     nil,
 		"TestHarness/R2D2":                nil,
 		"TestContract/R16_unprivileged":   {"R16"},
+		"TestR6_R7_R8_Verdicts/R7/skip":   {"R7"},
+		"TestR6_R7_R8_Verdicts/R6/R8/x":   {"R6", "R8"},
+		"TestR3_R4/plain-subtest":         {"R3", "R4"},
 	} {
 		require.Equal(t, want, rulesOf(name), name)
 	}
@@ -52,5 +55,8 @@ func TestReadGolden(t *testing.T) {
 	require.Equal(t, "PASS", byRule["R13"].Result)
 	require.Equal(t, "FAIL", byRule["R1"].Result, "a test that never finished (binary panicked) failed")
 	require.Equal(t, "MISSING", byRule["R7"].Result)
+	require.Equal(t, "FAIL", byRule["R11"].Result, "a crash found at the parent's cleanup fails the rules it names")
+	require.Equal(t, "FAIL", byRule["R14"].Result)
+	require.Equal(t, []string{"/work/_artifacts/run1/TestR11_R14_Live"}, byRule["R11"].Evidence)
 	require.Equal(t, []string{"layer45/suites/broken"}, sum.Broken)
 }
