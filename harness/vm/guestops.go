@@ -45,6 +45,14 @@ func (m *Machine) Start(ctx context.Context, argv ...string) (*agent.Process, er
 // failing t if the tool itself fails.
 func (m *Machine) Traffic(t testing.TB, c traffic.Client) *traffic.Report {
 	t.Helper()
+	rep, _ := m.TimedTraffic(t, c)
+	return rep
+}
+
+// TimedTraffic is Traffic that also says how long the program ran
+// (measured by the guest's agent).
+func (m *Machine) TimedTraffic(t testing.TB, c traffic.Client) (*traffic.Report, time.Duration) {
+	t.Helper()
 	r, err := m.Exec(context.Background(), agent.Cmd{Argv: c.Args()})
 	if err != nil {
 		t.Fatalf("%v", err)
@@ -56,7 +64,7 @@ func (m *Machine) Traffic(t testing.TB, c traffic.Client) *traffic.Report {
 	if err != nil {
 		t.Fatalf("guest %s: %v", m.Name, err)
 	}
-	return rep
+	return rep, r.Duration
 }
 
 // Control is a client for Layer 4.5's control interface in this guest.

@@ -88,24 +88,6 @@ func (e *Echo) Data(t testing.TB) []string {
 	return out
 }
 
-// Run runs an l45net client in m and returns its report and how long the
-// program took (measured by the guest's agent).
-func Run(t testing.TB, m *vm.Machine, c traffic.Client) (*traffic.Report, time.Duration) {
-	t.Helper()
-	r, err := m.Exec(context.Background(), agent.Cmd{Argv: c.Args()})
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	if err := r.Err(); err != nil {
-		t.Fatalf("guest %s: %v", m.Name, err)
-	}
-	rep, err := traffic.ParseReport(r.Stdout)
-	if err != nil {
-		t.Fatalf("guest %s: %v", m.Name, err)
-	}
-	return rep, r.Duration
-}
-
 // Barrier sends one UDP message from the client to an echo server that no
 // module matches and waits for its echo: everything the guests sent before
 // has crossed the link (and is in the capture) once it returns.
