@@ -123,7 +123,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "drop", dpCli(tc.proto, tc.port, suite.Params{"on_recv": 0}))
 			msgs := []string{"dropped-one", "dropped-two-longer"}
-			rep, _ := p.Client.TimedTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Segments: 3})
+			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Segments: 3})
 			if tc.proto == "tcp" {
 				dpRequireConnected(t, rep)
 			}
@@ -203,7 +203,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))
 		p.Load(t, p.Client, "drop", dpCli("udp", port, suite.Params{"priority": 20, "on_send": 0}))
-		rep, _ := p.Client.TimedTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"nb"},
+		rep := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"nb"},
 			Recv: true, NonBlock: true, Timeout: vm.Scale(3 * time.Second)})
 		dpRequireSentWhole(t, rep, []string{"nb"})
 		r := dpRecvs(rep)
@@ -229,7 +229,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "error", dpCli(tc.proto, tc.port, suite.Params{"errno": tc.errno, "on_recv": 0}))
-			rep, _ := p.Client.TimedTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(),
+			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(),
 				Messages: []string{"fails-1", "fails-2"}, Segments: 2})
 			s := dpSends(rep)
 			require.Len(t, s, 2, "ops: %+v", rep.Ops)
@@ -261,7 +261,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "error", dpCli(tc.proto, tc.port, suite.Params{"errno": tc.errno, "on_send": 0}))
-			rep, _ := p.Client.TimedTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(),
+			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(),
 				Messages: []string{"reply-fails"}, Recv: true, ExtraRecv: 1, Timeout: time.Second})
 			dpRequireSentWhole(t, rep, []string{"reply-fails"})
 			r := dpRecvs(rep)
@@ -281,7 +281,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		const port = 7115
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "error", dpCli("udp", port, suite.Params{"errno": 5000, "on_recv": 0}))
-		rep, _ := p.Client.TimedTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"eio-send"}, Segments: 2})
+		rep := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"eio-send"}, Segments: 2})
 		s := dpSends(rep)
 		require.Len(t, s, 1)
 		require.Equal(t, "EIO", s[0].Errno, "%+v", s[0])
