@@ -149,7 +149,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 			cursor = suite.LogCursor(t, p.Client)
 			suite.SetModParam(t, p.Client, "oversize", "on_send", "0")
 			suite.SetModParam(t, p.Client, "oversize", "on_recv", "1")
-			rep, _ = p.Client.TimedTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"reply-too-big"},
+			rep = p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"reply-too-big"},
 				Recv: true, ExtraRecv: 1, Timeout: time.Second})
 			dpRequireSentWhole(t, rep, []string{"reply-too-big"})
 			r := dpRecvs(rep)
@@ -231,7 +231,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 
 			// peek declines with no_cust: the messages pass whole.
 			suite.SetModParam(t, p.Client, "peek", "nocust", "1")
-			rep, _ = p.Client.TimedTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"passes-whole"}, Segments: 3, Recv: true})
+			rep = p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"passes-whole"}, Segments: 3, Recv: true})
 			dpRequireSentWhole(t, rep, []string{"passes-whole"})
 			require.Equal(t, []string{"P:passes-wholeTG"}, rep.Received(), "the echo reaches the application whole and unmodified")
 			require.Equal(t, []string{"iter-one", "iter-twenty-two", "passes-whole"}, echo.Data(t))

@@ -290,7 +290,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 
 		suite.SetModParam(t, p.Client, "error", "on_send", "0")
 		suite.SetModParam(t, p.Client, "error", "on_recv", "1")
-		rep, _ = p.Client.TimedTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"eio-recv"}, Recv: true})
+		rep = p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"eio-recv"}, Recv: true})
 		dpRequireSentWhole(t, rep, []string{"eio-recv"})
 		r := dpRecvs(rep)
 		require.Len(t, r, 1)
