@@ -133,15 +133,27 @@ func (m *Machine) LoadModule(t testing.TB, s *modules.Set, name, params string) 
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
-	data, err := os.ReadFile(ko)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
 	guest := path.Join(guestModuleDir, name+".ko")
+	// Load/unload loops load the same file many times: copy it once per
+	// boot (a build's path in the cache names its content).
+	m.mu.Lock()
+	there := m.uploaded[guest] == ko
+	m.mu.Unlock()
+	var data []byte
+	if !there {
+		if data, err = os.ReadFile(ko); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
 	var loadErr error
 	err = m.Call(context.Background(), "load "+name, func(ctx context.Context, a *agent.Client) error {
-		if err := a.PutFile(ctx, guest, data, 0o644); err != nil {
-			return err
+		if !there {
+			if err := a.PutFile(ctx, guest, data, 0o644); err != nil {
+				return err
+			}
+			m.mu.Lock()
+			m.uploaded[guest] = ko
+			m.mu.Unlock()
 		}
 		_, loadErr = a.LoadModule(ctx, guest, params)
 		if ctx.Err() != nil {

@@ -44,6 +44,9 @@ type Machine struct {
 	boots   int
 	taken   int // crash reports a test has claimed with TakeCrashes
 	crashes []console.Report
+	// uploaded maps module files put into the guest's /tmp during this
+	// boot to the host file they came from.
+	uploaded map[string]string
 
 	booted   time.Time
 	bootTook time.Duration
@@ -193,6 +196,7 @@ func (m *Machine) boot(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	m.qemu, m.console, m.conFile = q, stream, conFile
+	m.uploaded = map[string]string{}
 	m.mu.Unlock()
 
 	bootCtx, cancel := context.WithTimeout(ctx, bootTimeout(ctx))
@@ -390,10 +394,7 @@ func (m *Machine) Call(ctx context.Context, op string, f func(ctx context.Contex
 // (and the same disks), like a reboot but with a fresh QEMU.
 func (m *Machine) Reboot(ctx context.Context) error {
 	m.stop(ctx)
-	if err := m.boot(ctx); err != nil {
-		return err
-	}
-	return nil
+	return m.boot(ctx)
 }
 
 // saveEvidence writes what the guest can still tell about itself.
