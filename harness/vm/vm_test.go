@@ -41,15 +41,14 @@ func TestTwoGuestsExchangeUDPAndTCPAndDNS(t *testing.T) {
 	lan, server, client := pair(t)
 	ctx := context.Background()
 
-	udp, err := server.Start(ctx, traffic.Server{Proto: "udp", Listen: "10.0.0.20:7000", Prefix: "echo:"}.Args()...)
+	_, err := server.Start(ctx, traffic.Server{Proto: "udp", Listen: "10.0.0.20:7000", Prefix: "echo:"}.Args()...)
 	require.NoError(t, err)
-	tcp, err := server.Start(ctx, traffic.Server{Proto: "tcp", Listen: "10.0.0.20:7001", Prefix: "echo:"}.Args()...)
+	_, err = server.Start(ctx, traffic.Server{Proto: "tcp", Listen: "10.0.0.20:7001", Prefix: "echo:"}.Args()...)
 	require.NoError(t, err)
-	dns, err := server.Start(ctx, "/usr/sbin/dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+	_, err = server.Start(ctx, "/usr/sbin/dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
 		"--user=root", "--listen-address=10.0.0.20", "--bind-interfaces", "--log-queries", "--log-facility=-",
 		"--address=/probe.layer45.test/10.9.8.7")
 	require.NoError(t, err)
-	_, _, _ = udp, tcp, dns
 	server.WaitListening(t, "udp", 7000)
 	server.WaitListening(t, "tcp", 7001)
 	server.WaitListening(t, "udp", 53)
