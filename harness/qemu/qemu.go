@@ -183,9 +183,6 @@ func (q *Cmd) Exited() (bool, error) {
 	}
 }
 
-// Stderr is what QEMU itself printed.
-func (q *Cmd) Stderr() string { return q.stderr.String() }
-
 // Pid is QEMU's process id.
 func (q *Cmd) Pid() int { return q.cmd.Process.Pid }
 

@@ -185,6 +185,3 @@ func NewLink(t testing.TB, name string) *Link {
 
 // Pcap is the path of the segment's capture (readable while it grows).
 func (l *Link) Pcap() string { return l.pcap }
-
-// Frames is how many frames crossed the segment so far.
-func (l *Link) Frames() int { return l.hub.Frames() }
