@@ -13,9 +13,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"layer45/harness/traffic"
 	"layer45/harness/vm"
 	"layer45/suites/suite"
+	"layer45/vmimages/traffic"
 )
 
 const (

@@ -17,10 +17,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"layer45/harness/agent"
-	"layer45/harness/modules"
-	"layer45/harness/traffic"
 	"layer45/harness/vm"
 	"layer45/suites/suite"
+	"layer45/vmimages/guest"
+	"layer45/vmimages/traffic"
 )
 
 func TestR10_AutoloadAfterReboot(t *testing.T) {
@@ -48,7 +48,7 @@ func TestR10_AutoloadAfterReboot(t *testing.T) {
 
 	files := map[string]string{path.Join(dir, "customizations", "tag.ko"): "tag"}
 	if !m.Kernel().Layer45Builtin {
-		files[path.Join(dir, "layer4_5.ko")] = modules.CoreName
+		files[path.Join(dir, "layer4_5.ko")] = guest.CoreModule
 	}
 	require.NoError(t, m.Call(context.Background(), "install modules", func(ctx context.Context, a *agent.Client) error {
 		for guest, name := range files {
@@ -75,7 +75,7 @@ func TestR10_AutoloadAfterReboot(t *testing.T) {
 	require.True(t, ok, "the agent's boot steps: %+v", hello.Boot)
 	require.True(t, step, "autoload of tag failed: %s", note)
 	if !m.Kernel().Layer45Builtin {
-		step, note, ok = findStep(hello, "autoload", modules.CoreName)
+		step, note, ok = findStep(hello, "autoload", guest.CoreModule)
 		require.True(t, ok && step, "autoload of Layer 4.5: %s (%+v)", note, hello.Boot)
 	}
 

@@ -16,8 +16,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"layer45/harness/control"
 	"layer45/suites/suite"
+	"layer45/vmimages/control"
 )
 
 const challengeID = 122

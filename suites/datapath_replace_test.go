@@ -8,9 +8,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"layer45/harness/traffic"
 	"layer45/harness/vm"
 	"layer45/suites/suite"
+	"layer45/vmimages/traffic"
 )
 
 // TestR5_R9_ReplaceAndSegments: the replace verdict (copy_length > 0) on

@@ -22,9 +22,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"layer45/harness/traffic"
 	"layer45/harness/vm"
 	"layer45/suites/suite"
+	"layer45/vmimages/traffic"
 )
 
 // dpMarkerPort is an echo server no module matches: suite.Barrier uses it

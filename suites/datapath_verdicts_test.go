@@ -6,8 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"layer45/harness/traffic"
 	"layer45/suites/suite"
+	"layer45/vmimages/traffic"
 )
 
 // TestR6_R7_R8_Verdicts: the three flags. no_cust skips one round,

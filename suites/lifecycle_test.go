@@ -19,9 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"layer45/harness/agent"
-	"layer45/harness/traffic"
 	"layer45/harness/vm"
 	"layer45/suites/suite"
+	"layer45/vmimages/traffic"
 )
 
 func TestLifecycle(t *testing.T) {

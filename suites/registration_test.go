@@ -16,9 +16,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"layer45/harness/agent"
-	"layer45/harness/traffic"
 	"layer45/harness/vm"
 	"layer45/suites/suite"
+	"layer45/vmimages/guest"
+	"layer45/vmimages/traffic"
 )
 
 func TestRegistrationBuffersControl(t *testing.T) {
@@ -191,7 +192,7 @@ func r2Cycles(t *testing.T, p *suite.Pair) {
 		Messages: msgs, Recv: true, Timeout: vm.Scale(3 * time.Second)})
 	// Three short-lived sockets per cycle, from one shell.
 	burst := fmt.Sprintf("set -e; for i in 1 2; do %s udp -to %s -msg u -recv >/dev/null; done; %s tcp -to %s -msg t -recv >/dev/null",
-		traffic.GuestTool, udp.Addr(), traffic.GuestTool, tcp.Addr())
+		guest.L45net, udp.Addr(), guest.L45net, tcp.Addr())
 	var want []string
 	want = append(want, "P:L0")
 	for i := 0; i < cycles; i++ {

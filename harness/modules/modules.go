@@ -19,9 +19,6 @@ import (
 	"layer45/harness/kernels"
 )
 
-// CoreName is Layer 4.5's own module.
-const CoreName = "layer4_5"
-
 // Set is a build's modules.
 type Set struct {
 	// Dir is the build's cache entry.

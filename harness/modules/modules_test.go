@@ -10,6 +10,7 @@ import (
 
 	"layer45/harness/cache"
 	"layer45/harness/kernels"
+	"layer45/vmimages/guest"
 )
 
 // A stand-in kernel/ tree whose Makefile "builds" modules by touching .ko
@@ -36,7 +37,7 @@ func TestBuildCachesByContentAndCollectsModules(t *testing.T) {
 	s, err := Build(context.Background(), c, k, src)
 	require.NoError(t, err)
 	require.Contains(t, s.Log, "built")
-	core, err := s.Path(CoreName)
+	core, err := s.Path(guest.CoreModule)
 	require.NoError(t, err)
 	require.FileExists(t, core)
 	_, err = s.Path("tag")

@@ -16,13 +16,12 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"layer45/vmimages/agent/proto"
 )
 
 // Binary is the QEMU system emulator the harness runs.
 const Binary = "qemu-system-x86_64"
-
-// AgentPortName is the virtio-serial port the guest agent serves on.
-const AgentPortName = "org.layer45.agent"
 
 // Accel is how guest code runs.
 type Accel string
@@ -83,7 +82,7 @@ func (c *Config) Args() []string {
 		// wait=off: QEMU starts without the host connected; the host
 		// connects and then waits for the agent's hello.
 		"-chardev", "socket,id=agent,path="+c.AgentSocket+",server=on,wait=off",
-		"-device", "virtserialport,bus=vser.0,chardev=agent,name="+AgentPortName,
+		"-device", "virtserialport,bus=vser.0,chardev=agent,name="+proto.DefaultPort,
 	)
 	for i, n := range c.NICs {
 		id := "net" + strconv.Itoa(i)

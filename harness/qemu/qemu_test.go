@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"layer45/vmimages/agent/proto"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -23,7 +25,7 @@ func TestArgsWireConsoleAgentNICsAndDisks(t *testing.T) {
 		"-append console=ttyS0 l45.net=eth0,10.0.0.40/24",
 		"-serial chardev:con",
 		"socket,id=agent,path=/tmp/x/agent.sock,server=on,wait=off",
-		"virtserialport,bus=vser.0,chardev=agent,name=" + AgentPortName,
+		"virtserialport,bus=vser.0,chardev=agent,name=" + proto.DefaultPort,
 		"-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/tmp/x/hub.sock",
 		"virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01",
 		"file=/tmp/x/disk.img,format=raw,if=none,id=disk0,readonly=on",

@@ -9,9 +9,10 @@ import (
 	"sync"
 
 	"layer45/harness/cache"
+	"layer45/harness/initramfs"
 	"layer45/harness/kernels"
 	"layer45/harness/qemu"
-	"layer45/vmimages"
+	"layer45/harness/repo"
 )
 
 // Env is what every guest of a test process shares: the cache, the kernel,
@@ -44,7 +45,7 @@ func NewEnv(ctx context.Context, kernelSpec, accel string, progress io.Writer) (
 	if err != nil {
 		return nil, err
 	}
-	root, err := vmimages.ModuleRoot()
+	root, err := repo.Root()
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +57,7 @@ func NewEnv(ctx context.Context, kernelSpec, accel string, progress io.Writer) (
 	if err != nil {
 		return nil, err
 	}
-	img, err := vmimages.GuestImage(ctx, c, k)
+	img, err := initramfs.GuestImage(ctx, c, k)
 	if err != nil {
 		return nil, err
 	}

@@ -11,11 +11,12 @@ import (
 	"time"
 
 	"layer45/harness/agent"
-	"layer45/harness/control"
 	"layer45/harness/kernels"
 	"layer45/harness/modules"
-	"layer45/harness/traffic"
-	"layer45/vmimages"
+	"layer45/harness/repo"
+	"layer45/vmimages/control"
+	"layer45/vmimages/guest"
+	"layer45/vmimages/traffic"
 )
 
 // QEMUPid is the guest's QEMU process id (tests freeze it to simulate a
@@ -70,7 +71,7 @@ func (m *Machine) TimedTraffic(t testing.TB, c traffic.Client) (*traffic.Report,
 // Control is a client for Layer 4.5's control interface in this guest.
 func (m *Machine) Control() control.Client {
 	return control.Client{Send: func(ctx context.Context, req string, flags ...string) ([]byte, error) {
-		argv := append(append([]string{control.GuestTool}, flags...), req)
+		argv := append(append([]string{guest.L45ctl}, flags...), req)
 		r, err := m.Exec(ctx, agent.Cmd{Argv: argv})
 		if err != nil {
 			return nil, err
@@ -97,7 +98,7 @@ func BuildModules(ctx context.Context, env *Env, k *kernels.Kernel) (*modules.Se
 	if s, ok := builds[k.Image]; ok {
 		return s, nil
 	}
-	root, err := vmimages.ModuleRoot()
+	root, err := repo.Root()
 	if err != nil {
 		return nil, err
 	}

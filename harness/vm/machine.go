@@ -22,8 +22,9 @@ import (
 	"layer45/harness/agent"
 	"layer45/harness/artifacts"
 	"layer45/harness/console"
+	"layer45/harness/initramfs"
 	"layer45/harness/qemu"
-	"layer45/vmimages"
+	"layer45/vmimages/guest"
 )
 
 // Machine is a running guest.
@@ -86,7 +87,7 @@ func (m *Machine) initrd() (string, error) {
 	}
 	// The kernel unpacks concatenated cpio archives in order, so the
 	// guest's own files go after the shared image without rebuilding it.
-	extra := vmimages.New()
+	extra := initramfs.New()
 	for _, f := range m.cfg.files {
 		extra.AddFile(f.guest, f.host, f.mode)
 	}
@@ -124,19 +125,17 @@ func (m *Machine) qemuConfig(initrd string) *qemu.Config {
 			// A panic must end the guest at once (and with -no-reboot,
 			// QEMU), never leave a test waiting for a dead agent.
 			"panic=-1",
-			"l45.hostname=" + m.Name,
 		},
 	}
+	args := guest.BootArgs{Hostname: m.Name, Mounts: m.cfg.mounts}
 	for i, n := range m.cfg.nics {
 		c.NICs = append(c.NICs, qemu.NIC{MAC: macFor(m.Name, i), Socket: n.link.hub.Path()})
-		c.Append = append(c.Append, fmt.Sprintf("l45.net=eth%d,%s", i, n.addr))
+		args.Nets = append(args.Nets, guest.Net{Iface: fmt.Sprintf("eth%d", i), Addr: n.addr})
 	}
 	for _, d := range m.cfg.disks {
 		c.Disks = append(c.Disks, qemu.Disk{Path: d.path, ReadOnly: d.readOnly})
 	}
-	for _, mt := range m.cfg.mounts {
-		c.Append = append(c.Append, "l45.mount="+mt)
-	}
+	c.Append = append(c.Append, args.Encode()...)
 	c.Append = append(c.Append, m.cfg.kernelArgs...)
 	return c
 }

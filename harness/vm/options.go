@@ -1,10 +1,10 @@
 package vm
 
 import (
-	"fmt"
 	"os"
 
 	"layer45/harness/kernels"
+	"layer45/vmimages/guest"
 )
 
 // config is a guest's settings; Options change it.
@@ -16,7 +16,7 @@ type config struct {
 	kernelArgs []string
 	nics       []nicConfig
 	disks      []diskConfig
-	mounts     []string
+	mounts     []guest.Mount
 	files      []fileConfig
 }
 
@@ -70,7 +70,7 @@ func WithDisk(path string, readOnly bool) Option {
 // WithMount has the agent mount dev on dir at boot, before Layer 4.5's
 // autoload, so a persistent disk can hold the customizations folder.
 func WithMount(dev, dir, fstype string) Option {
-	return func(c *config) { c.mounts = append(c.mounts, fmt.Sprintf("%s:%s:%s", dev, dir, fstype)) }
+	return func(c *config) { c.mounts = append(c.mounts, guest.Mount{Dev: dev, Dir: dir, FSType: fstype}) }
 }
 
 // WithFile puts the host file at guestPath in the guest's initramfs, so it

@@ -13,8 +13,8 @@ import (
 
 	"layer45/harness/agent"
 	"layer45/harness/pcapdns"
-	"layer45/harness/traffic"
 	"layer45/harness/vm"
+	"layer45/vmimages/traffic"
 )
 
 func TestBootOneGuestAndRunACommand(t *testing.T) {

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"layer45/harness/agent"
-	"layer45/harness/control"
-	"layer45/harness/traffic"
 	"layer45/harness/vm"
+	"layer45/vmimages/control"
+	"layer45/vmimages/traffic"
 )
 
 var liveSeq atomic.Int32

@@ -17,8 +17,8 @@ import (
 
 	"layer45/harness/agent"
 	"layer45/harness/pcapdns"
-	"layer45/harness/traffic"
 	"layer45/harness/vm"
+	"layer45/vmimages/traffic"
 )
 
 // Echo is an l45net echo server running in the server guest: every message

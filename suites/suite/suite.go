@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"layer45/harness/agent"
-	"layer45/harness/control"
 	"layer45/harness/modules"
 	"layer45/harness/pcapdns"
 	"layer45/harness/vm"
+	"layer45/vmimages/control"
+	"layer45/vmimages/guest"
 )
 
 // Addresses of the two guests.
@@ -59,7 +60,7 @@ func LoadCore(t testing.TB, m *vm.Machine, mods *modules.Set) {
 	if m.Kernel().Layer45Builtin {
 		return
 	}
-	m.MustLoadModule(t, mods, modules.CoreName, "")
+	m.MustLoadModule(t, mods, guest.CoreModule, "")
 }
 
 // Params are a customization module's parameters.

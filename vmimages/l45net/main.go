@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"layer45/harness/traffic"
+	"layer45/vmimages/traffic"
 )
 
 // The main goroutine keeps the main thread (the thread-group leader, whose

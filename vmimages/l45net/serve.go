@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"layer45/harness/traffic"
+	"layer45/vmimages/traffic"
 )
 
 var (

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"layer45/vmimages/agent/proto"
+	"layer45/vmimages/guest"
 )
 
 // Sys is what the boot steps need from the system.
@@ -42,12 +43,9 @@ type Sys interface {
 
 // Well-known paths.
 const (
-	ModulesLoad     = "/etc/l45/modules.load"
 	Cmdline         = "/proc/cmdline"
-	ModulesRoot     = "/usr/lib/modules"
 	VirtioPorts     = "/sys/class/virtio-ports"
 	Busybox         = "/bin/busybox"
-	CoreModule      = "layer4_5"
 	DefaultWaitNet  = 10 * time.Second
 	DefaultWaitDisk = 10 * time.Second
 	DefaultWaitPort = 30 * time.Second
@@ -205,13 +203,13 @@ func (b *Booter) loadModule(step, target, file string) bool {
 
 // ReadCmdline reads the kernel command line and records options it could
 // not use.
-func (b *Booter) ReadCmdline() Options {
+func (b *Booter) ReadCmdline() guest.BootArgs {
 	data, err := b.Sys.ReadFile(Cmdline)
 	if err != nil {
 		b.result("cmdline", Cmdline, err, nil)
-		return Options{Port: proto.DefaultPort}
+		return guest.BootArgs{Port: proto.DefaultPort}
 	}
-	o := ParseCmdline(string(data))
+	o := guest.ParseBootArgs(string(data))
 	for _, e := range o.Errors {
 		b.record(proto.BootStep{Step: "cmdline", Error: e})
 	}
@@ -228,7 +226,7 @@ func (b *Booter) SetHostname(name string) {
 
 // MountDisks applies l45.mount options: waits (bounded) for the device,
 // creates the folder and mounts.
-func (b *Booter) MountDisks(disks []Disk) {
+func (b *Booter) MountDisks(disks []guest.Mount) {
 	for _, d := range disks {
 		target := d.Dev + " on " + d.Dir
 		if !b.wait(or(b.WaitDisk, DefaultWaitDisk), func() bool { return b.Sys.Exists(d.Dev) }) {
@@ -260,7 +258,7 @@ func (b *Booter) ip(args ...string) error {
 
 // Network brings lo up with 127.0.0.1/8 and each l45.net interface up with
 // its address (waiting, bounded, for the interface to appear).
-func (b *Booter) Network(nets []Net) {
+func (b *Booter) Network(nets []guest.Net) {
 	exists := map[syscall.Errno]string{unix.EEXIST: "address already present"}
 	b.result("net", "lo 127.0.0.1/8", b.upWithAddr("lo", "127.0.0.1/8"), exists)
 	for _, n := range nets {
@@ -287,15 +285,15 @@ func (b *Booter) upWithAddr(iface, addr string) error {
 // loaded) and then every customization module, in lexical order, from
 // /usr/lib/modules/RELEASE/layer4_5 (contract rule R10).
 func (b *Booter) Autoload(release string) {
-	dir := path.Join(ModulesRoot, release, CoreModule)
-	core := path.Join(dir, CoreModule+".ko")
+	dir := path.Join(guest.ModulesRoot, release, guest.CoreModule)
+	core := path.Join(dir, guest.CoreModule+".ko")
 	switch {
-	case b.Sys.Exists("/sys/module/" + CoreModule):
-		b.record(proto.BootStep{Step: "autoload", Target: CoreModule, OK: true, Note: "already in the kernel"})
+	case b.Sys.Exists("/sys/module/" + guest.CoreModule):
+		b.record(proto.BootStep{Step: "autoload", Target: guest.CoreModule, OK: true, Note: "already in the kernel"})
 	case b.Sys.Exists(core):
-		b.loadModule("autoload", CoreModule, core)
+		b.loadModule("autoload", guest.CoreModule, core)
 	default:
-		b.record(proto.BootStep{Step: "autoload", Target: CoreModule, OK: true, Note: "absent: no " + core})
+		b.record(proto.BootStep{Step: "autoload", Target: guest.CoreModule, OK: true, Note: "absent: no " + core})
 	}
 	custom := path.Join(dir, "customizations")
 	names, err := b.Sys.ReadDir(custom)
@@ -353,7 +351,7 @@ func or(d, def time.Duration) time.Duration {
 // Result is what a full boot produced.
 type Result struct {
 	Steps   []proto.BootStep
-	Options Options
+	Options guest.BootArgs
 	Release string
 	Port    string // device path of the agent's port; "" if not found
 	PortErr error
@@ -363,10 +361,10 @@ type Result struct {
 // command line (hostname, disks, network), autoload, and finding the port.
 func (b *Booter) Run() Result {
 	b.MountBase()
-	b.LoadModules(ModulesLoad)
+	b.LoadModules(guest.ModulesLoad)
 	opts := b.ReadCmdline()
 	b.SetHostname(opts.Hostname)
-	b.MountDisks(opts.Disks)
+	b.MountDisks(opts.Mounts)
 	b.Network(opts.Nets)
 	release, err := b.Sys.Release()
 	if err != nil {

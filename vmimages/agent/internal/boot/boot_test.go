@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"layer45/vmimages/agent/proto"
+	"layer45/vmimages/guest"
 )
 
 // fakeSys records every action in order and answers from maps.
@@ -169,13 +170,13 @@ func TestLoadModules(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFake()
 			if tt.list != nil {
-				f.files[ModulesLoad] = *tt.list
+				f.files[guest.ModulesLoad] = *tt.list
 			}
 			if tt.loadErr != nil {
 				f.loadErr = tt.loadErr
 			}
 			b := &Booter{Sys: f}
-			b.LoadModules(ModulesLoad)
+			b.LoadModules(guest.ModulesLoad)
 			if d := cmp.Diff(tt.wantCalls, f.calls); d != "" {
 				t.Errorf("calls (-want +got):\n%s", d)
 			}
@@ -187,41 +188,6 @@ func TestLoadModules(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func TestParseCmdline(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want Options
-	}{
-		{"none", "console=ttyS0 panic=-1 quiet", Options{Port: proto.DefaultPort}},
-		{"all", "console=ttyS0 l45.hostname=client l45.net=eth0,10.0.0.1/24 l45.net=eth1,fd00::1/64 l45.mount=/dev/vda:/persist:ext4 l45.port=org.example.p\n",
-			Options{Hostname: "client", Port: "org.example.p",
-				Nets:  []Net{{"eth0", "10.0.0.1/24"}, {"eth1", "fd00::1/64"}},
-				Disks: []Disk{{"/dev/vda", "/persist", "ext4"}}}},
-		{"quoted", `l45.hostname="a b" x="l45.hostname=no"`, Options{Hostname: "a b", Port: proto.DefaultPort}},
-		{"last hostname wins", "l45.hostname=a l45.hostname=b", Options{Hostname: "b", Port: proto.DefaultPort}},
-		{"mount dir with colon", "l45.mount=/dev/vdb:/mnt/a:b:xfs", Options{Port: proto.DefaultPort, Disks: []Disk{{"/dev/vdb", "/mnt/a:b", "xfs"}}}},
-		{"errors", "l45.net=eth0 l45.net=eth0,10.0.0.300/24 l45.net=,1.2.3.4/8 l45.mount=/dev/vda:/x l45.mount=vda:/x:ext4 l45.port= l45.hostname= l45.bogus=1",
-			Options{Port: proto.DefaultPort, Errors: []string{
-				"l45.net=eth0: want l45.net=IFACE,ADDR/PREFIX",
-				`l45.net=eth0,10.0.0.300/24: bad address: netip.ParsePrefix("10.0.0.300/24"): ParseAddr("10.0.0.300"): IPv4 field has value >255`,
-				"l45.net=,1.2.3.4/8: want l45.net=IFACE,ADDR/PREFIX",
-				"l45.mount=/dev/vda:/x: want l45.mount=DEV:DIR:FSTYPE",
-				"l45.mount=vda:/x:ext4: DEV and DIR must be absolute paths",
-				"l45.port=: empty port name",
-				"l45.hostname=: want a host name of 1 to 64 bytes",
-				"l45.bogus=1: unknown option",
-			}}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if d := cmp.Diff(tt.want, ParseCmdline(tt.in)); d != "" {
-				t.Errorf("ParseCmdline (-want +got):\n%s", d)
-			}
-		})
-	}
-}
 
 func TestAutoload(t *testing.T) {
 	const dir = "/usr/lib/modules/6.1.0-56-amd64/layer4_5"
@@ -294,7 +260,7 @@ func TestNetwork(t *testing.T) {
 	f.runErr["/bin/busybox ip addr add 10.0.1.1/24 dev eth1"] = "ip: RTNETLINK answers: Invalid argument"
 	f.exists["/sys/class/net/eth1"] = true
 	b := &Booter{Sys: f, WaitNet: time.Second}
-	b.Network([]Net{{"eth0", "10.0.0.1/24"}, {"eth1", "10.0.1.1/24"}, {"eth9", "10.0.9.1/24"}})
+	b.Network([]guest.Net{{Iface: "eth0", Addr: "10.0.0.1/24"}, {Iface: "eth1", Addr: "10.0.1.1/24"}, {Iface: "eth9", Addr: "10.0.9.1/24"}})
 	wantCalls := []string{
 		"run /bin/busybox ip link set dev lo up",
 		"run /bin/busybox ip addr add 127.0.0.1/8 dev lo",
@@ -324,7 +290,7 @@ func TestMountDisks(t *testing.T) {
 	f := newFake()
 	f.appear["/dev/vda"] = 2
 	b := &Booter{Sys: f, WaitDisk: 200 * time.Millisecond}
-	b.MountDisks([]Disk{{"/dev/vda", "/persist", "ext4"}, {"/dev/vdz", "/other", "ext4"}})
+	b.MountDisks([]guest.Mount{{Dev: "/dev/vda", Dir: "/persist", FSType: "ext4"}, {Dev: "/dev/vdz", Dir: "/other", FSType: "ext4"}})
 	if d := cmp.Diff([]string{"mount ext4 /dev/vda /persist"}, f.calls); d != "" {
 		t.Errorf("calls (-want +got):\n%s", d)
 	}
@@ -362,7 +328,7 @@ func TestFindPort(t *testing.T) {
 func TestRunOrder(t *testing.T) {
 	const dir = "/usr/lib/modules/6.1.0-56-amd64/layer4_5"
 	f := newFake()
-	f.files[ModulesLoad] = "/m/virtio_blk.ko\n/m/virtio_console.ko\n"
+	f.files[guest.ModulesLoad] = "/m/virtio_blk.ko\n/m/virtio_console.ko\n"
 	f.files[Cmdline] = "console=ttyS0 l45.hostname=t l45.mount=/dev/vda:/usr/lib/modules:ext4 l45.net=eth0,10.0.0.2/24 l45.port=p\n"
 	f.exists["/dev/vda"] = true
 	f.exists["/sys/class/net/eth0"] = true

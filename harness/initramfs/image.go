@@ -1,9 +1,9 @@
-// Package vmimages composes the initramfs images guests boot: the guest
-// agent as /init, busybox, the real programs the suites drive (dig, dnsmasq)
-// with the shared libraries they need, and the kernel modules the guest must
-// load. An image is described first, then written as a cpio archive; its
+// Package initramfs composes, on the host, the initramfs images guests
+// boot: the guest agent (built from vmimages/agent) as /init, busybox, the
+// real programs the suites drive (dig, dnsmasq) with the shared libraries
+// they need, and the kernel modules the guest must load. An image is described first, then written as a cpio archive; its
 // digest covers every byte, so images are cached by content.
-package vmimages
+package initramfs
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package vmimages
+package initramfs
 
 import (
 	"bytes"
@@ -12,9 +12,9 @@ import (
 	"sync"
 
 	"layer45/harness/cache"
-	"layer45/harness/control"
 	"layer45/harness/kernels"
-	"layer45/harness/traffic"
+	"layer45/harness/repo"
+	"layer45/vmimages/guest"
 )
 
 // GuestPrograms are the host programs every guest carries, with their
@@ -33,9 +33,6 @@ var GuestModules = []string{"virtio_pci", "virtio_console", "virtio_net", "virti
 // rename it.
 var GuestOptionalModules = []string{"crc32c_generic"}
 
-// ModulesLoadPath lists, in load order, the modules the agent loads at boot.
-const ModulesLoadPath = "/etc/l45/modules.load"
-
 const busyboxPath = "/bin/busybox"
 
 // Compose describes the standard guest image for kernel k with the
@@ -43,8 +40,8 @@ const busyboxPath = "/bin/busybox"
 func Compose(k *kernels.Kernel, tools Tools) (*Image, error) {
 	im := New()
 	im.AddFile("/init", tools.Agent, 0o755)
-	im.AddFile(control.GuestTool, tools.L45ctl, 0o755)
-	im.AddFile(traffic.GuestTool, tools.L45net, 0o755)
+	im.AddFile(guest.L45ctl, tools.L45ctl, 0o755)
+	im.AddFile(guest.L45net, tools.L45net, 0o755)
 	for _, d := range []string{"/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/var/run", "/mnt"} {
 		im.AddDir(d, 0o755)
 	}
@@ -81,11 +78,11 @@ func Compose(k *kernels.Kernel, tools Tools) (*Image, error) {
 		if strings.HasSuffix(f, ".ko.xz") || strings.HasSuffix(f, ".ko.zst") || strings.HasSuffix(f, ".ko.gz") {
 			return nil, fmt.Errorf("kernel %s ships compressed module %s: not supported yet", k.Release, f)
 		}
-		guest := path.Join("/usr/lib/modules", k.Release, f)
+		guest := path.Join(guest.ModulesRoot, k.Release, f)
 		im.AddFile(guest, filepath.Join(k.ModulesDir, f), 0o644)
 		load.WriteString(guest + "\n")
 	}
-	im.AddBytes(ModulesLoadPath, []byte(load.String()), 0o644)
+	im.AddBytes(guest.ModulesLoad, []byte(load.String()), 0o644)
 	return im, nil
 }
 
@@ -121,7 +118,7 @@ type Tools struct {
 
 // BuildTools compiles the guest programs into dir.
 func BuildTools(ctx context.Context, dir string) (Tools, error) {
-	root, err := ModuleRoot()
+	root, err := repo.Root()
 	if err != nil {
 		return Tools{}, err
 	}
@@ -137,23 +134,6 @@ func BuildTools(ctx context.Context, dir string) (Tools, error) {
 		}
 	}
 	return t, nil
-}
-
-// ModuleRoot finds the repository's top directory (where go.mod is) from
-// the working directory, which go test sets to a package inside it.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && bytes.HasPrefix(b, []byte("module layer45\n")) {
-			return d, nil
-		}
-		if d == filepath.Dir(d) {
-			return "", fmt.Errorf("cannot find the layer45 repository above %s: run from inside it", dir)
-		}
-	}
 }
 
 var guestImages sync.Map // kernel release+image -> *imageResult

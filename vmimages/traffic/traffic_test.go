@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"layer45/vmimages/guest"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -164,7 +166,7 @@ func TestToolSyncIntervalAndAcceptProbe(t *testing.T) {
 	t.Run("accept probe: EAGAIN first, then a real connection", func(t *testing.T) {
 		port := freePort(t, "tcp")
 		p := AcceptProbe{Listen: fmt.Sprintf("127.0.0.1:%d", port), Timeout: 10 * time.Second}
-		require.Equal(t, []string{GuestTool, "tcp-accept", "-listen", p.Listen, "-timeout", "10s"}, p.Args())
+		require.Equal(t, []string{guest.L45net, "tcp-accept", "-listen", p.Listen, "-timeout", "10s"}, p.Args())
 		cmd := exec.Command(bin, p.Args()[1:]...)
 		var out bytes.Buffer
 		cmd.Stdout = &out

@@ -1,4 +1,4 @@
-package boot
+package guest
 
 import (
 	"fmt"
@@ -8,17 +8,17 @@ import (
 	"layer45/vmimages/agent/proto"
 )
 
-// Options are the l45.* options of the kernel command line.
-type Options struct {
+// BootArgs are the l45.* options of a guest's kernel command line.
+type BootArgs struct {
 	// Hostname from l45.hostname=NAME.
 	Hostname string
 	// Nets from l45.net=IFACE,ADDR/PREFIX (repeatable).
 	Nets []Net
-	// Disks from l45.mount=DEV:DIR:FSTYPE (repeatable).
-	Disks []Disk
-	// Port from l45.port=NAME; default proto.DefaultPort.
+	// Mounts from l45.mount=DEV:DIR:FSTYPE (repeatable).
+	Mounts []Mount
+	// Port from l45.port=NAME; empty means proto.DefaultPort.
 	Port string
-	// Errors describes l45.* options that could not be used.
+	// Errors describes l45.* options that could not be used (parsing only).
 	Errors []string
 }
 
@@ -28,13 +28,38 @@ type Net struct {
 	Addr  string // "10.0.2.15/24"
 }
 
-// Disk is a block device to mount.
-type Disk struct {
+// Mount is a block device to mount before Layer 4.5's autoload.
+type Mount struct {
 	Dev, Dir, FSType string
 }
 
+// Encode renders the options as kernel command-line words, quoting values
+// with spaces the way the kernel's parser expects.
+func (a BootArgs) Encode() []string {
+	var w []string
+	add := func(key, val string) {
+		if strings.ContainsAny(val, " \t\n") {
+			val = `"` + val + `"`
+		}
+		w = append(w, key+"="+val)
+	}
+	if a.Hostname != "" {
+		add("l45.hostname", a.Hostname)
+	}
+	for _, n := range a.Nets {
+		add("l45.net", n.Iface+","+n.Addr)
+	}
+	for _, m := range a.Mounts {
+		add("l45.mount", m.Dev+":"+m.Dir+":"+m.FSType)
+	}
+	if a.Port != "" && a.Port != proto.DefaultPort {
+		add("l45.port", a.Port)
+	}
+	return w
+}
+
 // SplitCmdline splits a kernel command line into words the way the kernel
-// does: on spaces, with double quotes grouping (and removed).
+// does: on white space, with double quotes grouping (and removed).
 func SplitCmdline(s string) []string {
 	var words []string
 	var cur strings.Builder
@@ -61,11 +86,13 @@ func SplitCmdline(s string) []string {
 	return words
 }
 
-// ParseCmdline extracts the l45.* options.
-func ParseCmdline(s string) Options {
-	o := Options{Port: proto.DefaultPort}
-	bad := func(word, why string) { o.Errors = append(o.Errors, fmt.Sprintf("%s: %s", word, why)) }
-	for _, w := range SplitCmdline(s) {
+// ParseBootArgs extracts the l45.* options of a kernel command line; the
+// port defaults to proto.DefaultPort. Options it cannot use are listed in
+// Errors, the others still apply.
+func ParseBootArgs(cmdline string) BootArgs {
+	a := BootArgs{Port: proto.DefaultPort}
+	bad := func(word, why string) { a.Errors = append(a.Errors, fmt.Sprintf("%s: %s", word, why)) }
+	for _, w := range SplitCmdline(cmdline) {
 		key, val, _ := strings.Cut(w, "=")
 		if !strings.HasPrefix(key, "l45.") {
 			continue
@@ -76,7 +103,7 @@ func ParseCmdline(s string) Options {
 				bad(w, "want a host name of 1 to 64 bytes")
 				continue
 			}
-			o.Hostname = val
+			a.Hostname = val
 		case "l45.net":
 			iface, addr, ok := strings.Cut(val, ",")
 			if !ok || iface == "" || len(iface) > 15 || strings.ContainsAny(iface, "/ ") {
@@ -88,7 +115,7 @@ func ParseCmdline(s string) Options {
 				bad(w, "bad address: "+err.Error())
 				continue
 			}
-			o.Nets = append(o.Nets, Net{Iface: iface, Addr: p.String()})
+			a.Nets = append(a.Nets, Net{Iface: iface, Addr: p.String()})
 		case "l45.mount":
 			first := strings.Index(val, ":")
 			last := strings.LastIndex(val, ":")
@@ -96,21 +123,21 @@ func ParseCmdline(s string) Options {
 				bad(w, "want l45.mount=DEV:DIR:FSTYPE")
 				continue
 			}
-			d := Disk{Dev: val[:first], Dir: val[first+1 : last], FSType: val[last+1:]}
-			if !strings.HasPrefix(d.Dev, "/") || !strings.HasPrefix(d.Dir, "/") {
+			m := Mount{Dev: val[:first], Dir: val[first+1 : last], FSType: val[last+1:]}
+			if !strings.HasPrefix(m.Dev, "/") || !strings.HasPrefix(m.Dir, "/") {
 				bad(w, "DEV and DIR must be absolute paths")
 				continue
 			}
-			o.Disks = append(o.Disks, d)
+			a.Mounts = append(a.Mounts, m)
 		case "l45.port":
 			if val == "" {
 				bad(w, "empty port name")
 				continue
 			}
-			o.Port = val
+			a.Port = val
 		default:
 			bad(w, "unknown option")
 		}
 	}
-	return o
+	return a
 }

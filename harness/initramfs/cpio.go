@@ -1,4 +1,4 @@
-package vmimages
+package initramfs
 
 import (
 	"fmt"

@@ -13,9 +13,6 @@ import (
 	"strconv"
 )
 
-// GuestTool is where l45ctl lives in guest images.
-const GuestTool = "/usr/bin/l45ctl"
-
 // Module is one entry of a report's Installed or Deprecated list.
 type Module struct {
 	ID        int   `json:"ID"`

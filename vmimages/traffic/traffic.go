@@ -12,10 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// GuestTool is where l45net lives in guest images.
-const GuestTool = "/usr/bin/l45net"
+	"layer45/vmimages/guest"
+)
 
 // Client describes one client run: messages sent to a peer, each followed
 // by a receive when Recv is set.
@@ -53,7 +52,7 @@ func GoFile(dir string, i int) string { return fmt.Sprintf("%s/go-%d", dir, i) }
 
 // Args is the l45net command line for c.
 func (c Client) Args() []string {
-	a := []string{GuestTool, c.Proto, "-to", c.To}
+	a := []string{guest.L45net, c.Proto, "-to", c.To}
 	if c.From != "" {
 		a = append(a, "-from", c.From)
 	}
@@ -109,7 +108,7 @@ type Server struct {
 
 // Args is the l45net command line for s.
 func (s Server) Args() []string {
-	a := []string{GuestTool, s.Proto + "-serve", "-listen", s.Listen}
+	a := []string{guest.L45net, s.Proto + "-serve", "-listen", s.Listen}
 	if s.Prefix != "" {
 		a = append(a, "-prefix", s.Prefix)
 	}
@@ -127,7 +126,7 @@ type AcceptProbe struct {
 
 // Args is the l45net command line for a.
 func (a AcceptProbe) Args() []string {
-	args := []string{GuestTool, "tcp-accept", "-listen", a.Listen}
+	args := []string{guest.L45net, "tcp-accept", "-listen", a.Listen}
 	if a.Timeout != 0 {
 		args = append(args, "-timeout", a.Timeout.String())
 	}

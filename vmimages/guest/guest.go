@@ -1,0 +1,24 @@
+// Package guest is what the host and a guest image agree on: where the
+// harness's programs and files live inside a guest, which kernel module is
+// Layer 4.5's core, and the l45.* kernel arguments that configure a guest
+// at boot. The host encodes (BootArgs.Encode), the agent parses
+// (ParseBootArgs); a round-trip test keeps the two in step.
+package guest
+
+// Paths inside every guest image.
+const (
+	// L45ctl sends Layer 4.5 control requests (netlink) from inside a guest.
+	L45ctl = "/usr/bin/l45ctl"
+	// L45net makes socket calls on demand and reports what it saw.
+	L45net = "/usr/bin/l45net"
+	// ModulesLoad lists, one path a line and in load order, the kernel
+	// modules the agent loads at boot (virtio, network, block, ext4).
+	ModulesLoad = "/etc/l45/modules.load"
+	// ModulesRoot is the kernel's module tree (/usr/lib/modules/RELEASE).
+	ModulesRoot = "/usr/lib/modules"
+)
+
+// CoreModule is the name of Layer 4.5's core module: the agent loads
+// ModulesRoot/RELEASE/CoreModule/CoreModule.ko at boot (R10) when the
+// kernel does not have it built in, and tests load it by this name.
+const CoreModule = "layer4_5"
