@@ -95,6 +95,34 @@ struct l45_sock {
 	struct l45_dir dir[2];
 };
 
+/*
+ * A copy of the registry for CUST_REPORT (R16), taken under the registry
+ * lock by l45_registry_report() and freed with l45_registry_report_free().
+ * Plain data: the control interface formats it without touching the
+ * registry.
+ */
+enum {
+	L45_REP_INSTALLED,	/* registration order */
+	L45_REP_DEPRECATED,	/* deprecation order */
+	L45_REP_REVOKED,	/* oldest first, the last L45_REVOKED_MAX */
+	L45_REP_LISTS
+};
+
+struct l45_report_entry {
+	time64_t registered;	/* installed, deprecated */
+	time64_t deprecated;	/* deprecated */
+	time64_t revoked;	/* revoked */
+	unsigned int count;	/* sockets attached now */
+	u16 id;
+	bool activated;
+};
+
+struct l45_report {
+	struct l45_report_entry *list[L45_REP_LISTS];	/* into e[] */
+	unsigned int n[L45_REP_LISTS];
+	struct l45_report_entry e[];
+};
+
 /* registry.c */
 extern u64 l45_apply_seq;
 bool l45_cust_enter(struct l45_cust *c);
@@ -108,8 +136,8 @@ int l45_registry_select(const struct customization_flow *flow,
 			struct l45_cust **slots, int nslots, bool apply_now_only,
 			u64 *seen_seq);
 void l45_registry_exit(void);
-struct l45_sb;
-void l45_registry_report(struct l45_sb *sb);
+struct l45_report *l45_registry_report(void);
+void l45_registry_report_free(struct l45_report *rep);
 int l45_registry_deprecate(u16 id);
 int l45_registry_toggle(u16 id, u16 on);
 int l45_registry_priority(u16 id, u16 prio);
@@ -149,14 +177,5 @@ void l45_proto_exit(void);
 /* netlink.c */
 int l45_netlink_init(void);
 void l45_netlink_exit(void);
-
-/* JSON reply builder (netlink.c) */
-struct l45_sb {
-	char *buf;
-	size_t len;
-	size_t cap;
-	bool failed;
-};
-__printf(2, 3) void l45_sb_printf(struct l45_sb *sb, const char *fmt, ...);
 
 #endif /* _L45_H */

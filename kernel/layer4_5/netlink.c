@@ -25,13 +25,22 @@
 
 static struct sock *l45_nl_sk;
 
+/* JSON reply builder. */
+struct l45_sb {
+	char *buf;
+	size_t len;
+	size_t cap;
+	bool failed;
+};
+
 /*
  * Replies are built in a buffer that grows as needed, so a report is never
  * cut (contract section 4: replies used to be truncated at 1 KiB).  If
  * memory runs out the whole reply is replaced by a short error object:
  * the reply is always one complete JSON object.
  */
-void l45_sb_printf(struct l45_sb *sb, const char *fmt, ...)
+static __printf(2, 3) void l45_sb_printf(struct l45_sb *sb,
+					  const char *fmt, ...)
 {
 	va_list ap;
 	int n;
@@ -80,6 +89,47 @@ static void l45_sb_json_str(struct l45_sb *sb, const char *s)
 			l45_sb_printf(sb, "%c", ch);
 	}
 	l45_sb_printf(sb, "\"");
+}
+
+/*
+ * CUST_REPORT (R16) from the registry's snapshot.  ts: registration time
+ * for installed modules, deprecation time for deprecated ones,
+ * unregistration time for revoked ones (decision).  Count = sockets
+ * attached now.
+ */
+static void l45_sb_report(struct l45_sb *sb)
+{
+	static const char * const name[L45_REP_LISTS] = {
+		[L45_REP_INSTALLED] = "Installed",
+		[L45_REP_DEPRECATED] = "Deprecated",
+		[L45_REP_REVOKED] = "Revoked",
+	};
+	struct l45_report *rep = l45_registry_report();
+	unsigned int k, i;
+
+	if (!rep) {
+		sb->failed = true;	/* replied as out of memory */
+		return;
+	}
+	for (k = 0; k < L45_REP_LISTS; k++) {
+		l45_sb_printf(sb, "%s\"%s\":[", k ? "]," : "{", name[k]);
+		for (i = 0; i < rep->n[k]; i++) {
+			const struct l45_report_entry *e = &rep->list[k][i];
+			const char *sep = i ? "," : "";
+
+			if (k == L45_REP_REVOKED) {
+				l45_sb_printf(sb, "%s{\"ID\":%u,\"ts\":%lld}", sep,
+					      e->id, (long long)e->revoked);
+				continue;
+			}
+			l45_sb_printf(sb, "%s{\"ID\":%u,\"Activated\":%u,\"Count\":%u,\"ts\":%lld}",
+				      sep, e->id, e->activated ? 1 : 0, e->count,
+				      (long long)(k == L45_REP_DEPRECATED ?
+						  e->deprecated : e->registered));
+		}
+	}
+	l45_sb_printf(sb, "]}");
+	l45_registry_report_free(rep);
 }
 
 static void l45_nl_send(const struct nlmsghdr *req, u32 portid,
@@ -240,7 +290,7 @@ static void l45_nl_handle(const struct nlmsghdr *nlh, u32 portid,
 			l45_nl_error(nlh, portid, "malformed CUST_REPORT request");
 			return;
 		}
-		l45_registry_report(&sb);
+		l45_sb_report(&sb);
 		l45_nl_reply_sb(nlh, portid, &sb);
 		return;
 	}

@@ -7,6 +7,8 @@
 
 #include <linux/module.h>
 #include <linux/slab.h>
+#include <linux/mm.h>
+#include <linux/overflow.h>
 #include <linux/string.h>
 #include <linux/timekeeping.h>
 #include <linux/wait_bit.h>
@@ -392,47 +394,77 @@ int unregister_customization(struct customization_node *node)
 }
 EXPORT_SYMBOL_GPL(unregister_customization);
 
-static void l45_report_list(struct l45_sb *sb, struct list_head *head,
-			    bool deprecated)
+static unsigned int l45_list_len(struct list_head *head)
 {
-	struct l45_cust *c;
-	bool first = true;
+	struct list_head *pos;
+	unsigned int n = 0;
 
-	list_for_each_entry(c, head, list) {
-		u16 *am = c->node->active_mode;
-
-		/*
-		 * ts: registration time for installed modules, deprecation
-		 * time for deprecated ones (decision).
-		 */
-		l45_sb_printf(sb, "%s{\"ID\":%u,\"Activated\":%u,\"Count\":%d,\"ts\":%lld}",
-			      first ? "" : ",", c->id,
-			      (!am || READ_ONCE(*am)) ? 1 : 0,
-			      atomic_read(&c->nsocks),
-			      (long long)(deprecated ? c->dep_ts.tv_sec :
-						       c->reg_ts.tv_sec));
-		first = false;
-	}
+	list_for_each(pos, head)
+		n++;
+	return n;
 }
 
-void l45_registry_report(struct l45_sb *sb)
+static struct l45_report_entry *l45_report_cust(struct l45_report_entry *e,
+						struct list_head *head)
 {
-	struct l45_revoked_entry *e;
-	bool first = true;
+	struct l45_cust *c;
+
+	list_for_each_entry(c, head, list) {
+		/* On a list under the lock: the node is still registered. */
+		u16 *am = c->node->active_mode;
+
+		e->id = c->id;
+		e->activated = !am || READ_ONCE(*am);
+		e->count = max(atomic_read(&c->nsocks), 0);
+		e->registered = c->reg_ts.tv_sec;
+		e->deprecated = c->deprecated ? c->dep_ts.tv_sec : 0;
+		e->revoked = 0;
+		e++;
+	}
+	return e;
+}
+
+/*
+ * R16 CUST_REPORT: a copy of the three lists, taken at one instant under
+ * the registry lock.  NULL when out of memory.  The caller formats it and
+ * frees it with l45_registry_report_free().
+ */
+struct l45_report *l45_registry_report(void)
+{
+	struct l45_revoked_entry *r;
+	struct l45_report_entry *e;
+	struct l45_report *rep;
+	unsigned int n[L45_REP_LISTS];
 
 	mutex_lock(&l45_reg_lock);
-	l45_sb_printf(sb, "{\"Installed\":[");
-	l45_report_list(sb, &l45_installed, false);
-	l45_sb_printf(sb, "],\"Deprecated\":[");
-	l45_report_list(sb, &l45_deprecated, true);
-	l45_sb_printf(sb, "],\"Revoked\":[");
-	list_for_each_entry(e, &l45_revoked, list) {
-		l45_sb_printf(sb, "%s{\"ID\":%u,\"ts\":%lld}", first ? "" : ",",
-			      e->id, (long long)e->ts);
-		first = false;
+	n[L45_REP_INSTALLED] = l45_list_len(&l45_installed);
+	n[L45_REP_DEPRECATED] = l45_list_len(&l45_deprecated);
+	n[L45_REP_REVOKED] = l45_nrevoked;
+	rep = kvzalloc(struct_size(rep, e, n[L45_REP_INSTALLED] +
+				   n[L45_REP_DEPRECATED] + l45_nrevoked),
+		       GFP_KERNEL);
+	if (!rep)
+		goto out;
+	memcpy(rep->n, n, sizeof(n));
+	e = rep->e;
+	rep->list[L45_REP_INSTALLED] = e;
+	e = l45_report_cust(e, &l45_installed);
+	rep->list[L45_REP_DEPRECATED] = e;
+	e = l45_report_cust(e, &l45_deprecated);
+	rep->list[L45_REP_REVOKED] = e;
+	list_for_each_entry(r, &l45_revoked, list) {
+		e->id = r->id;
+		e->revoked = r->ts;
+		e++;
 	}
-	l45_sb_printf(sb, "]}");
+out:
 	mutex_unlock(&l45_reg_lock);
+	return rep;
+}
+
+void l45_registry_report_free(struct l45_report *rep)
+{
+	kvfree(rep);
 }
 
 /* R12.  Returns 1, or 0 when the id is unknown or already deprecated. */
