@@ -44,7 +44,9 @@ struct l45_chain {
  * set_cust_to_skip, no_cust, try_next, copy_length.
  *
  * Called with the direction's mutex held and no spinlock: callbacks may
- * sleep (R15; contract section 4).
+ * sleep (R15; contract section 4).  Each callback runs inside an l45_srcu
+ * read-side section, which allows sleeping, and with a reference on its
+ * wrapper (the caller's snapshot).
  */
 static int l45_run_chain(struct l45_sock *st, int dir,
 			 struct l45_cust **snap, int n, struct l45_chain *ch)
@@ -62,11 +64,16 @@ static int l45_run_chain(struct l45_sock *st, int dir,
 		int out = ch->cur == 0 ? 1 : 0;
 		bool skip, nocust, next;
 		ssize_t cl;
+		int idx;
 
-		if (!l45_cust_enter(c))
-			continue;	/* unregistered meanwhile: declined */
-		if (!l45_cust_active(c)) {
-			l45_cust_exit(c);	/* R11: attached, not called */
+		/*
+		 * The module cannot finish unregistering while we are inside
+		 * l45_srcu (registry.c).  Unregistered meanwhile: declined;
+		 * inactive (R11): attached, not called.
+		 */
+		idx = srcu_read_lock(&l45_srcu);
+		if (!l45_cust_alive(c) || !l45_cust_active(c)) {
+			srcu_read_unlock(&l45_srcu, idx);
 			continue;
 		}
 		/*
@@ -108,7 +115,7 @@ static int l45_run_chain(struct l45_sock *st, int dir,
 		skip = READ_ONCE(cb->set_cust_to_skip);
 		nocust = READ_ONCE(cb->no_cust);
 		next = READ_ONCE(cb->try_next);
-		l45_cust_exit(c);
+		srcu_read_unlock(&l45_srcu, idx);
 
 		if (skip) {
 			l45_sock_set_skip(st);

@@ -22,6 +22,7 @@
 #include <linux/mutex.h>
 #include <linux/refcount.h>
 #include <linux/rhashtable.h>
+#include <linux/srcu.h>
 #include <linux/workqueue.h>
 #include <net/sock.h>
 #include <layer4_5/customization.h>
@@ -43,7 +44,7 @@ enum { L45_SEND = 0, L45_RECV = 1 };
 struct l45_cust {
 	struct list_head list;		/* installed or deprecated; reg lock */
 	struct kref ref;		/* registry + sockets + snapshots */
-	struct customization_node *node;	/* deref only inside a guard */
+	struct customization_node *node;	/* l45_srcu, or reg lock if listed */
 	struct customization_flow target;	/* copied at registration */
 	customization_fn send_fn;
 	customization_fn recv_fn;
@@ -53,8 +54,7 @@ struct l45_cust {
 	u16 id;
 	bool apply_now;
 	bool deprecated;		/* reg lock */
-	bool dead;			/* unregistered; READ_ONCE */
-	atomic_t inflight;		/* callers inside a guard */
+	bool dead;			/* unregistered; l45_cust_alive() */
 	atomic_t nsocks;		/* sockets attached (sock_count) */
 	struct timespec64 reg_ts;
 	struct timespec64 dep_ts;
@@ -125,8 +125,20 @@ struct l45_report {
 
 /* registry.c */
 extern u64 l45_apply_seq;
-bool l45_cust_enter(struct l45_cust *c);
-void l45_cust_exit(struct l45_cust *c);
+extern struct srcu_struct l45_srcu;
+
+/*
+ * Inside srcu_read_lock(&l45_srcu): true if @c is still registered, and
+ * then c->node (and the module code behind it) stays valid until
+ * srcu_read_unlock().  See registry.c for the guard.
+ */
+static inline bool l45_cust_alive(struct l45_cust *c)
+{
+	RCU_LOCKDEP_WARN(!srcu_read_lock_held(&l45_srcu),
+			 "layer4_5: module node used outside l45_srcu");
+	return !READ_ONCE(c->dead);
+}
+
 void l45_cust_get(struct l45_cust *c);
 void l45_cust_put(struct l45_cust *c);
 u16 l45_cust_prio(struct l45_cust *c, bool *alive);

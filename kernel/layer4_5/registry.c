@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Layer 4.5 registry: registration, ids, ordering, deprecation, the
- * revoked history, and the guard that makes unregister wait for callbacks.
+ * revoked history, and the guard (l45_srcu) that makes unregister wait for
+ * callbacks.
  */
 #define pr_fmt(fmt) "layer4_5: " fmt
 
@@ -11,7 +12,7 @@
 #include <linux/overflow.h>
 #include <linux/string.h>
 #include <linux/timekeeping.h>
-#include <linux/wait_bit.h>
+#include <linux/srcu.h>
 #include <linux/in.h>
 #include "l45.h"
 
@@ -37,29 +38,35 @@ struct l45_revoked_entry {
 };
 
 /*
- * The guard.  Every dereference of c->node (and so every call into the
- * module) happens between l45_cust_enter() and l45_cust_exit().
- * unregister_customization() sets c->dead and then waits until inflight
- * drops to zero; the full barriers on both sides make sure that either
- * the caller sees dead (and backs off) or unregister sees the caller (and
- * waits).  Callbacks may sleep: no lock is held by the guard itself (R15).
+ * The guard.  Every dereference of c->node, and so every call into the
+ * module, happens inside srcu_read_lock(&l45_srcu) after
+ * l45_cust_alive(c) said the module is still registered.
+ * unregister_customization() sets c->dead, takes the wrapper off the
+ * registry's lists and then calls synchronize_srcu(): a reader that
+ * started before it is waited for, a reader that starts after it sees
+ * dead and backs off.  So when unregister returns no callback of the
+ * module runs or will run (contract, section 1).
+ *
+ * Why SRCU:
+ * - Callbacks may sleep (R15: copy_from_iter_full() can fault, modules
+ *   may allocate); plain RCU read sections may not.
+ * - srcu_read_lock() touches a per-CPU counter only.  The hand-written
+ *   guard it replaces incremented one shared counter per module on every
+ *   message, a cache line bouncing between CPUs.
+ * - Lockdep knows SRCU: a synchronize_srcu() inside a reader (a callback
+ *   unregistering a module, directly or not) is reported instead of
+ *   hanging silently, and PROVE_RCU checks every l45_cust_alive() caller
+ *   is inside the guard.
+ * One srcu_struct serves the whole core (decision): unregistering waits
+ * for every callback that was running when it started, not only its own
+ * module's.  Callbacks run per message with the socket's direction mutex
+ * held and are short, so that bounds rmmod by the longest callback; a
+ * per-module srcu_struct would cost per-CPU memory per registration and a
+ * cleanup_srcu_struct() at the last wrapper reference, which may be in a
+ * worker.  l45_srcu is never used with call_srcu(): nothing to flush at
+ * exit.
  */
-bool l45_cust_enter(struct l45_cust *c)
-{
-	atomic_inc(&c->inflight);
-	smp_mb__after_atomic();
-	if (unlikely(READ_ONCE(c->dead))) {
-		l45_cust_exit(c);
-		return false;
-	}
-	return true;
-}
-
-void l45_cust_exit(struct l45_cust *c)
-{
-	if (atomic_dec_and_test(&c->inflight))
-		wake_up_var(&c->inflight);
-}
+DEFINE_SRCU(l45_srcu);
 
 static void l45_cust_release(struct kref *ref)
 {
@@ -80,11 +87,12 @@ void l45_cust_put(struct l45_cust *c)
 static void l45_cust_sync_count(struct l45_cust *c)
 {
 	int n = atomic_read(&c->nsocks);
+	int idx;
 
-	if (l45_cust_enter(c)) {
+	idx = srcu_read_lock(&l45_srcu);
+	if (l45_cust_alive(c))
 		c->node->sock_count = clamp(n, 0, (int)U16_MAX);
-		l45_cust_exit(c);
-	}
+	srcu_read_unlock(&l45_srcu, idx);
 }
 
 /* A socket let go of c (close, skip, or c was unregistered). */
@@ -99,22 +107,25 @@ void l45_cust_detached(struct l45_cust *c)
 u16 l45_cust_prio(struct l45_cust *c, bool *alive)
 {
 	u16 prio = U16_MAX;
+	int idx;
 
-	*alive = l45_cust_enter(c);
+	idx = srcu_read_lock(&l45_srcu);
+	*alive = l45_cust_alive(c);
 	if (*alive) {
 		if (c->node->cust_priority)
 			prio = READ_ONCE(*c->node->cust_priority);
 		else
 			prio = 0;
-		l45_cust_exit(c);
 	}
+	srcu_read_unlock(&l45_srcu, idx);
 	return prio;
 }
 
 /*
  * active_mode is enforced here, not left to modules (R11; contract section
  * 4: it used to be only a convention).  A NULL active_mode pointer means
- * always active (decision).  Called inside a guard.
+ * always active (decision).  Called inside l45_srcu, after
+ * l45_cust_alive().
  */
 bool l45_cust_active(struct l45_cust *c)
 {
@@ -374,7 +385,6 @@ int unregister_customization(struct customization_node *node)
 		return -ENOENT;
 	}
 	WRITE_ONCE(c->dead, true);
-	smp_mb();	/* pairs with l45_cust_enter() */
 	list_del_init(&c->list);
 	ktime_get_real_ts64(&now);
 	node->revoked_time_struct = now;
@@ -382,11 +392,11 @@ int unregister_customization(struct customization_node *node)
 	mutex_unlock(&l45_reg_lock);
 
 	/*
-	 * No new callback can start; wait for those running.  Sockets keep
-	 * the wrapper (not the node) and drop it on their next message or at
-	 * close.
+	 * Readers that may have seen the module alive are waited for; later
+	 * ones see c->dead.  Sockets keep the wrapper (not the node) and drop
+	 * it on their next message or at close.
 	 */
-	wait_var_event(&c->inflight, !atomic_read(&c->inflight));
+	synchronize_srcu(&l45_srcu);
 	pr_info("customization %u unregistered (%d sockets released lazily)\n",
 		c->id, atomic_read(&c->nsocks));
 	l45_cust_put(c);
@@ -523,7 +533,7 @@ int l45_registry_priority(u16 id, u16 prio)
 /*
  * R16 CHALLENGE.  -ENOENT for an unknown id, -EOPNOTSUPP when the module
  * has no challenge_function: both answered with an error, never a NULL
- * dereference (contract section 4).  The call runs inside the guard and
+ * dereference (contract section 4).  The call runs inside l45_srcu and
  * outside the registry lock, so it may sleep.
  */
 int l45_registry_challenge(u16 id, char *resp, char *iv, char *challenge)
@@ -531,27 +541,26 @@ int l45_registry_challenge(u16 id, char *resp, char *iv, char *challenge)
 	customization_challenge_fn fn = NULL;
 	struct l45_cust *c;
 	int err = 0;
+	int idx;
 
+	/*
+	 * Entered before the lookup: a module found registered under the
+	 * lock cannot finish unregistering until srcu_read_unlock().
+	 */
+	idx = srcu_read_lock(&l45_srcu);
 	mutex_lock(&l45_reg_lock);
 	c = l45_find_id(id);
-	if (!c) {
+	if (!c)
 		err = -ENOENT;
-	} else {
+	else if (!c->node->challenge_function)
+		err = -EOPNOTSUPP;
+	else
 		fn = c->node->challenge_function;
-		if (!fn)
-			err = -EOPNOTSUPP;
-		else if (!l45_cust_enter(c))
-			err = -ENOENT;
-		else
-			kref_get(&c->ref);
-	}
 	mutex_unlock(&l45_reg_lock);
-	if (err)
-		return err;
-	fn(resp, iv, challenge);
-	l45_cust_exit(c);
-	l45_cust_put(c);
-	return 0;
+	if (fn)
+		fn(resp, iv, challenge);
+	srcu_read_unlock(&l45_srcu, idx);
+	return err;
 }
 
 /* Core unload: customization modules depend on us, so all are gone. */
