@@ -8,6 +8,8 @@
  *	  -> sk_lock (taken by TCP/UDP themselves)
  *	  -> l45_sock.slot_lock (per socket: slots, flow completion)
  *	       -> l45_reg_lock (global registry)
+ *	       -> l45_cust.count_lock (spinlock: a module's socket count;
+ *		  nothing inside but an l45_srcu read section)
  * No spinlock is ever held across a module callback or a transport call.
  */
 #ifndef _L45_H
@@ -22,6 +24,7 @@
 #include <linux/mutex.h>
 #include <linux/refcount.h>
 #include <linux/rhashtable.h>
+#include <linux/spinlock.h>
 #include <linux/srcu.h>
 #include <linux/workqueue.h>
 #include <net/sock.h>
@@ -55,7 +58,8 @@ struct l45_cust {
 	bool apply_now;
 	bool deprecated;		/* reg lock */
 	bool dead;			/* unregistered; l45_cust_alive() */
-	atomic_t nsocks;		/* sockets attached (sock_count) */
+	spinlock_t count_lock;		/* nsocks and node->sock_count */
+	int nsocks;			/* sockets attached; count_lock */
 	struct timespec64 reg_ts;
 	struct timespec64 dep_ts;
 };

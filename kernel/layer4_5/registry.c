@@ -83,23 +83,40 @@ void l45_cust_put(struct l45_cust *c)
 	kref_put(&c->ref, l45_cust_release);
 }
 
-/* Mirror the core's count into the module's node (read by old tools). */
-static void l45_cust_sync_count(struct l45_cust *c)
+/*
+ * sock_count.  c->nsocks is the count (R11: inactive modules count too)
+ * and node->sock_count its mirror in the module's node.  After
+ * registration both are written only here, under c->count_lock, so the
+ * mirror always ends at the latest count: with an atomic count and an
+ * unlocked mirror write, a racing attach and detach could leave a stale
+ * value in the node.  The node is written only while the module is
+ * registered (l45_srcu).  Readers use READ_ONCE(c->nsocks).
+ */
+static void l45_cust_count(struct l45_cust *c, int delta)
 {
-	int n = atomic_read(&c->nsocks);
-	int idx;
+	int idx, n;
 
+	spin_lock(&c->count_lock);
+	n = c->nsocks + delta;
+	WRITE_ONCE(c->nsocks, n);
 	idx = srcu_read_lock(&l45_srcu);
 	if (l45_cust_alive(c))
-		c->node->sock_count = clamp(n, 0, (int)U16_MAX);
+		WRITE_ONCE(c->node->sock_count, clamp(n, 0, (int)U16_MAX));
 	srcu_read_unlock(&l45_srcu, idx);
+	spin_unlock(&c->count_lock);
+}
+
+/* A socket took c into its slots: a reference and a count. */
+static void l45_cust_attached(struct l45_cust *c)
+{
+	kref_get(&c->ref);
+	l45_cust_count(c, 1);
 }
 
 /* A socket let go of c (close, skip, or c was unregistered). */
 void l45_cust_detached(struct l45_cust *c)
 {
-	atomic_dec(&c->nsocks);
-	l45_cust_sync_count(c);
+	l45_cust_count(c, -1);
 	l45_cust_put(c);
 }
 
@@ -219,10 +236,7 @@ int l45_registry_select(const struct customization_flow *flow,
 	}
 	for (j = 0; j < ncand; j++) {
 		c = cand[j];
-		kref_get(&c->ref);
-		atomic_inc(&c->nsocks);
-		c->node->sock_count = clamp(atomic_read(&c->nsocks), 0,
-					    (int)U16_MAX);
+		l45_cust_attached(c);
 		slots[nslots++] = c;
 	}
 	*seen_seq = l45_reg_seq;
@@ -288,6 +302,7 @@ int register_customization(struct customization_node *node, u16 apply_now)
 	if (!c)
 		return -ENOMEM;
 	kref_init(&c->ref);
+	spin_lock_init(&c->count_lock);
 	INIT_LIST_HEAD(&c->list);
 	c->node = node;
 	c->target = node->target_flow;
@@ -321,7 +336,7 @@ int register_customization(struct customization_node *node, u16 apply_now)
 	       sizeof(node->deprecated_time_struct));
 	memset(&node->revoked_time_struct, 0,
 	       sizeof(node->revoked_time_struct));
-	node->sock_count = 0;
+	node->sock_count = 0;	/* not yet visible to l45_cust_count() */
 	/*
 	 * The node's list_heads are the established ABI's bookkeeping fields;
 	 * Layer 4.5 keeps its lists in its own wrapper (so a module's node is
@@ -398,7 +413,7 @@ int unregister_customization(struct customization_node *node)
 	 */
 	synchronize_srcu(&l45_srcu);
 	pr_info("customization %u unregistered (%d sockets released lazily)\n",
-		c->id, atomic_read(&c->nsocks));
+		c->id, READ_ONCE(c->nsocks));
 	l45_cust_put(c);
 	return 0;
 }
@@ -425,7 +440,7 @@ static struct l45_report_entry *l45_report_cust(struct l45_report_entry *e,
 
 		e->id = c->id;
 		e->activated = !am || READ_ONCE(*am);
-		e->count = max(atomic_read(&c->nsocks), 0);
+		e->count = max(READ_ONCE(c->nsocks), 0);
 		e->registered = c->reg_ts.tv_sec;
 		e->deprecated = c->deprecated ? c->dep_ts.tv_sec : 0;
 		e->revoked = 0;
