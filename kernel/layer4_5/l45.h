@@ -148,9 +148,11 @@ void l45_cust_put(struct l45_cust *c);
 u16 l45_cust_prio(struct l45_cust *c, bool *alive);
 bool l45_cust_active(struct l45_cust *c);
 void l45_cust_detached(struct l45_cust *c);
+int l45_order_insert(struct l45_cust **arr, u16 *prio, int n, int max,
+		     struct l45_cust *c, u16 p);
 int l45_registry_select(const struct customization_flow *flow,
-			struct l45_cust **slots, int nslots, bool apply_now_only,
-			u64 *seen_seq);
+			struct l45_cust **slots, u16 *prio, int nslots,
+			bool apply_now_only, u64 *seen_seq);
 void l45_registry_exit(void);
 struct l45_report *l45_registry_report(void);
 void l45_registry_report_free(struct l45_report *rep);

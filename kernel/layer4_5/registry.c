@@ -120,7 +120,19 @@ void l45_cust_detached(struct l45_cust *c)
 	l45_cust_put(c);
 }
 
-/* Priority; a NULL cust_priority pointer means priority 0 (decision). */
+/*
+ * A module's priority, read once; a NULL cust_priority pointer means
+ * priority 0 (decision).  The node must be valid (l45_srcu, or the
+ * registry lock while c is listed).
+ */
+static u16 l45_node_prio(struct l45_cust *c)
+{
+	u16 *prio = c->node->cust_priority;
+
+	return prio ? READ_ONCE(*prio) : 0;
+}
+
+/* Priority of an attached module; *alive false once it unregistered. */
 u16 l45_cust_prio(struct l45_cust *c, bool *alive)
 {
 	u16 prio = U16_MAX;
@@ -128,12 +140,8 @@ u16 l45_cust_prio(struct l45_cust *c, bool *alive)
 
 	idx = srcu_read_lock(&l45_srcu);
 	*alive = l45_cust_alive(c);
-	if (*alive) {
-		if (c->node->cust_priority)
-			prio = READ_ONCE(*c->node->cust_priority);
-		else
-			prio = 0;
-	}
+	if (*alive)
+		prio = l45_node_prio(c);
 	srcu_read_unlock(&l45_srcu, idx);
 	return prio;
 }
@@ -177,24 +185,54 @@ static bool l45_flow_match(const struct customization_flow *t,
 	       l45_name_match(t->task_name_tgid, f->task_name_tgid);
 }
 
-static bool l45_before(u16 pa, u64 sa, u16 pb, u64 sb)
+/*
+ * R14 order, the only place it is written: lowest priority value first,
+ * ties by registration order.  Priorities change live (netlink PRIORITY,
+ * the module's own parameter), so callers read each one once and order by
+ * those snapshots: a sort never sees two values for one module.
+ */
+static bool l45_before(u16 pa, const struct l45_cust *a,
+		       u16 pb, const struct l45_cust *b)
 {
-	return pa < pb || (pa == pb && sa < sb);
+	return pa < pb || (pa == pb && a->seq < b->seq);
+}
+
+/*
+ * Insert @c with priority snapshot @p into arr[0..n) / prio[0..n), kept in
+ * R14 order and at most @max long: when full, the last one in order
+ * (possibly @c) is left out.  Returns the new length.
+ */
+int l45_order_insert(struct l45_cust **arr, u16 *prio, int n, int max,
+		     struct l45_cust *c, u16 p)
+{
+	int i = n;
+
+	while (i > 0 && l45_before(p, c, prio[i - 1], arr[i - 1]))
+		i--;
+	if (i >= max)
+		return n;
+	if (n == max)
+		n--;
+	memmove(&arr[i + 1], &arr[i], (n - i) * sizeof(*arr));
+	memmove(&prio[i + 1], &prio[i], (n - i) * sizeof(*prio));
+	arr[i] = c;
+	prio[i] = p;
+	return n + 1;
 }
 
 /*
  * Pick modules for a socket.  On entry slots[0..nslots) are the modules
  * already attached; on return up to L45_MAX_SLOTS in total, the new ones
- * with a reference taken and counted.  Candidates are the installed (never
- * the deprecated: R12) modules matching the flow, best (lowest priority,
- * then earliest registration) first.  apply_now_only restricts to modules
+ * with a reference taken and counted, and prio[] holding the priority
+ * each new one was selected with.  Candidates are the installed (never
+ * the deprecated: R12) modules matching the flow, in R14 order.  apply_now_only restricts to modules
  * registered with apply_now after *seen_seq.  The fixed-size candidate
  * array is bounded by the free slots, so a sixth module can never overrun
  * the five slots (contract section 4).
  */
 int l45_registry_select(const struct customization_flow *flow,
-			struct l45_cust **slots, int nslots, bool apply_now_only,
-			u64 *seen_seq)
+			struct l45_cust **slots, u16 *prio, int nslots,
+			bool apply_now_only, u64 *seen_seq)
 {
 	struct l45_cust *cand[L45_MAX_SLOTS];
 	u16 cprio[L45_MAX_SLOTS];
@@ -204,8 +242,6 @@ int l45_registry_select(const struct customization_flow *flow,
 
 	mutex_lock(&l45_reg_lock);
 	list_for_each_entry(c, &l45_installed, list) {
-		u16 prio;
-
 		if (apply_now_only && (!c->apply_now || c->seq <= *seen_seq))
 			continue;
 		if (!l45_flow_match(&c->target, flow))
@@ -216,28 +252,13 @@ int l45_registry_select(const struct customization_flow *flow,
 		if (i < nslots)
 			continue;
 		/* The registry lock keeps c's node alive (unregister needs it). */
-		prio = c->node->cust_priority ? READ_ONCE(*c->node->cust_priority) : 0;
-		/* Insertion into the sorted, bounded candidate array. */
-		for (i = ncand; i > 0; i--) {
-			if (!l45_before(prio, c->seq, cprio[i - 1],
-					cand[i - 1]->seq))
-				break;
-			if (i < free) {
-				cand[i] = cand[i - 1];
-				cprio[i] = cprio[i - 1];
-			}
-		}
-		if (i < free) {
-			cand[i] = c;
-			cprio[i] = prio;
-			if (ncand < free)
-				ncand++;
-		}
+		ncand = l45_order_insert(cand, cprio, ncand, free, c,
+					 l45_node_prio(c));
 	}
 	for (j = 0; j < ncand; j++) {
-		c = cand[j];
-		l45_cust_attached(c);
-		slots[nslots++] = c;
+		l45_cust_attached(cand[j]);
+		prio[nslots] = cprio[j];
+		slots[nslots++] = cand[j];
 	}
 	*seen_seq = l45_reg_seq;
 	mutex_unlock(&l45_reg_lock);

@@ -225,6 +225,7 @@ void l45_sock_complete_flow(struct l45_sock *st, __be32 daddr, __be16 dport)
 	struct customization_flow *f = &st->flow;
 	struct sock *sk = st->sk;
 	struct inet_sock *inet = inet_sk(sk);
+	u16 prio[L45_MAX_SLOTS];
 
 	mutex_lock(&st->slot_lock);
 	if (st->flow_done)
@@ -240,7 +241,8 @@ void l45_sock_complete_flow(struct l45_sock *st, __be32 daddr, __be16 dport)
 	f->source_port = ntohs(inet->inet_sport);
 	get_task_comm(f->task_name_pid, current);
 	get_task_comm(f->task_name_tgid, current->group_leader);
-	st->nslots = l45_registry_select(f, st->slots, 0, false,
+	/* Selected in R14 order: the slots need no sorting yet. */
+	st->nslots = l45_registry_select(f, st->slots, prio, 0, false,
 					 &st->seen_seq);
 	smp_store_release(&st->flow_done, true);
 out:
@@ -314,9 +316,10 @@ void l45_snapshot_put(struct l45_cust **snap, int n)
 int l45_sock_snapshot(struct l45_sock *st, int dir, struct l45_cust **snap,
 		      u32 *bufsz)
 {
-	u16 prio[L45_MAX_SLOTS];
-	int i, j, n = 0;
+	struct l45_cust *ord[L45_MAX_SLOTS];
+	u16 prio[L45_MAX_SLOTS], oprio[L45_MAX_SLOTS];
 	u32 size = L45_DEFAULT_BUF;
+	int i, n = 0, m = 0;
 
 	*bufsz = size;
 	if (READ_ONCE(st->skip) || !smp_load_acquire(&st->flow_done))
@@ -337,32 +340,15 @@ int l45_sock_snapshot(struct l45_sock *st, int dir, struct l45_cust **snap,
 	}
 	WRITE_ONCE(st->nslots, n);
 	if (READ_ONCE(l45_apply_seq) > st->seen_seq) {
-		n = l45_registry_select(&st->flow, st->slots, st->nslots, true,
+		n = l45_registry_select(&st->flow, st->slots, prio, n, true,
 					&st->seen_seq);
-		for (i = st->nslots; i < n; i++) {
-			bool alive;
-
-			prio[i] = l45_cust_prio(st->slots[i], &alive);
-		}
 		WRITE_ONCE(st->nslots, n);
 	}
-	/* Stable insertion sort: priority, then registration order. */
-	for (i = 1; i < n; i++) {
-		struct l45_cust *c = st->slots[i];
-		u16 p = prio[i];
-
-		for (j = i; j > 0; j--) {
-			struct l45_cust *o = st->slots[j - 1];
-
-			if (prio[j - 1] < p ||
-			    (prio[j - 1] == p && o->seq < c->seq))
-				break;
-			st->slots[j] = o;
-			prio[j] = prio[j - 1];
-		}
-		st->slots[j] = c;
-		prio[j] = p;
-	}
+	/* R14 order of the priorities just read, one read per module. */
+	for (i = 0; i < n; i++)
+		m = l45_order_insert(ord, oprio, m, L45_MAX_SLOTS,
+				     st->slots[i], prio[i]);
+	memcpy(st->slots, ord, m * sizeof(*ord));
 	for (i = 0; i < n; i++) {
 		struct l45_cust *c = st->slots[i];
 
