@@ -115,7 +115,7 @@ func r12Deprecation(t *testing.T, p *suite.Pair) {
 
 	// A new client socket: not customized by the deprecated tag; the
 	// server's old socket still tags the reply.
-	fresh := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
+	fresh := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
 		Messages: []string{"b0"}, Recv: true, Timeout: timeout})
 	require.Equal(t, []string{"P:b0S"}, fresh.Received(), "ops: %+v", fresh.Ops)
 	// The old client socket still tags.
@@ -125,7 +125,7 @@ func r12Deprecation(t *testing.T, p *suite.Pair) {
 	// Restart the server: its new socket is not customized.
 	echo.Stop(t)
 	echo = p.StartEcho(t, "udp", port, echoPrefix)
-	again := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
+	again := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
 		Messages: []string{"c0"}, Recv: true, Timeout: timeout})
 	require.Equal(t, []string{"P:c0"}, again.Received(), "ops: %+v", again.Ops)
 

@@ -33,15 +33,15 @@ func TestR10_AutoloadAfterReboot(t *testing.T) {
 		vm.WithDisk(disk, false), vm.WithMount("/dev/vda", dir, "ext4"))
 	p.Mods = vm.RequireModules(t, p.Client)
 	m := p.Client
-	require.Equal(t, env.Kernel.Release, m.Agent().Hello().Release, "the mount point names the running kernel")
+	require.Equal(t, env.Kernel.Release, m.Hello().Release, "the mount point names the running kernel")
 
 	const port = 7601
 	echo := p.StartEcho(t, "udp", port, echoPrefix)
 
 	// First boot: the disk is mounted and empty, nothing is customized.
-	mounted, note, ok := findStep(m.Agent().Hello(), "disk", dir)
-	require.True(t, ok && mounted, "mount of the persistent disk: %s (%+v)", note, m.Agent().Hello().Boot)
-	_, _, ok = findStep(m.Agent().Hello(), "autoload", "tag")
+	mounted, note, ok := findStep(m.Hello(), "disk", dir)
+	require.True(t, ok && mounted, "mount of the persistent disk: %s (%+v)", note, m.Hello().Boot)
+	_, _, ok = findStep(m.Hello(), "autoload", "tag")
 	require.False(t, ok)
 	r := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"before"}})
 	require.Equal(t, []string{"P:before"}, r.Received())
@@ -50,25 +50,17 @@ func TestR10_AutoloadAfterReboot(t *testing.T) {
 	if !m.Kernel().Layer45Builtin {
 		files[path.Join(dir, "layer4_5.ko")] = guest.CoreModule
 	}
-	require.NoError(t, m.Call(context.Background(), "install modules", func(ctx context.Context, a *agent.Client) error {
-		for guest, name := range files {
-			host, err := p.Mods.Path(name)
-			if err != nil {
-				return err
-			}
-			data, err := os.ReadFile(host)
-			if err != nil {
-				return err
-			}
-			if err := a.PutFile(ctx, guest, data, 0o644); err != nil {
-				return err
-			}
-		}
-		return a.Sync(ctx)
-	}))
+	for file, name := range files {
+		host, err := p.Mods.Path(name)
+		require.NoError(t, err)
+		data, err := os.ReadFile(host)
+		require.NoError(t, err)
+		m.MustWriteFile(t, file, data, 0o644)
+	}
+	require.NoError(t, m.Sync(context.Background()))
 
 	require.NoError(t, m.Reboot(context.Background()))
-	hello := m.Agent().Hello()
+	hello := m.Hello()
 	mounted, note, ok = findStep(hello, "disk", dir)
 	require.True(t, ok && mounted, "mount after the reboot: %s", note)
 	step, note, ok := findStep(hello, "autoload", "tag")
@@ -95,7 +87,7 @@ func TestR10_AutoloadAfterReboot(t *testing.T) {
 	rep := live.Finish(t)
 	require.Equal(t, []string{"P:after", "P:again"}, rep.Received(), "the tag is stripped from the echo")
 	tcpEcho := p.StartEcho(t, "tcp", port, echoPrefix)
-	tr := m.Traffic(t, traffic.Client{Proto: "tcp", To: tcpEcho.Addr(), Messages: []string{"stream"}, Recv: true,
+	tr := m.MustTraffic(t, traffic.Client{Proto: "tcp", To: tcpEcho.Addr(), Messages: []string{"stream"}, Recv: true,
 		Timeout: vm.Scale(3 * time.Second)})
 	require.Equal(t, []string{"P:stream"}, tr.Received())
 

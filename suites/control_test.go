@@ -39,7 +39,7 @@ func r16ReportFormat(t *testing.T, p *suite.Pair) {
 	unloaded := false
 	t.Cleanup(func() {
 		if !unloaded && !m.Exited() {
-			m.UnloadModule(t, "challenge")
+			m.UnloadModule(context.Background(), "challenge")
 		}
 	})
 	p.Load(t, m, "tag", suite.Params{"dest_port": 9})

@@ -36,7 +36,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"tag": "CT"}))
 			p.Load(t, p.Server, "tag", dpSrv(tc.proto, tc.port, suite.Params{"tag": "CT"}))
 			msgs := []string{"hello-1", "hello-22"}
-			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Recv: true})
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Recv: true})
 			dpRequireSentWhole(t, rep, msgs)
 			require.Equal(t, dpPrefixed(msgs...), rep.Received(), "the client application reads the echoes without the tag")
 			if tc.proto == "udp" {
@@ -73,7 +73,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 			fmt.Fprintf(&b, "%07d|", i)
 		}
 		msg := b.String()
-		rep := p.Client.Traffic(t, traffic.Client{Proto: "tcp", To: echo.Addr(), Messages: []string{msg}, Segments: 3})
+		rep := p.Client.MustTraffic(t, traffic.Client{Proto: "tcp", To: echo.Addr(), Messages: []string{msg}, Segments: 3})
 		dpRequireConnected(t, rep)
 		dpRequireSentWhole(t, rep, []string{msg})
 		want := msg + "END"
@@ -95,7 +95,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 		const port = 7203
 		echo := p.StartEcho(t, "tcp", port, "")
 		p.Load(t, p.Client, "big_reply", dpCli("tcp", port, suite.Params{"times": 3}))
-		rep := p.Client.Traffic(t, traffic.Client{Proto: "tcp", To: echo.Addr(), Messages: []string{"abcdefg"},
+		rep := p.Client.MustTraffic(t, traffic.Client{Proto: "tcp", To: echo.Addr(), Messages: []string{"abcdefg"},
 			Recv: true, RecvBuf: 8, ExtraRecv: 2, Timeout: 2 * time.Second})
 		r := dpRecvs(rep)
 		require.Len(t, r, 3, "ops: %+v", rep.Ops)
@@ -114,7 +114,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 		const port = 7204
 		echo := p.StartEcho(t, "udp", port, "")
 		p.Load(t, p.Client, "big_reply", dpCli("udp", port, suite.Params{"times": 3}))
-		rep := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"abcdefg"},
+		rep := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"abcdefg"},
 			Recv: true, RecvBuf: 8, ExtraRecv: 1, Timeout: time.Second})
 		r := dpRecvs(rep)
 		require.Len(t, r, 2, "ops: %+v", rep.Ops)
@@ -137,7 +137,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			cursor := suite.LogCursor(t, p.Client)
 			p.Load(t, p.Client, "oversize", dpCli(tc.proto, tc.port, suite.Params{"on_recv": 0}))
-			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"too-big"}, Segments: 2})
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"too-big"}, Segments: 2})
 			s := dpSends(rep)
 			require.Len(t, s, 1, "ops: %+v", rep.Ops)
 			require.Equal(t, "EMSGSIZE", s[0].Errno, "%+v", s[0])
@@ -149,7 +149,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 			cursor = suite.LogCursor(t, p.Client)
 			suite.SetModParam(t, p.Client, "oversize", "on_send", "0")
 			suite.SetModParam(t, p.Client, "oversize", "on_recv", "1")
-			rep = p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"reply-too-big"},
+			rep = p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"reply-too-big"},
 				Recv: true, ExtraRecv: 1, Timeout: time.Second})
 			dpRequireSentWhole(t, rep, []string{"reply-too-big"})
 			r := dpRecvs(rep)
@@ -177,7 +177,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 			p.Load(t, p.Client, "segments", dpCli(tc.proto, tc.port, suite.Params{"chunk": 3}))
 			p.Load(t, p.Server, "tag", dpSrv(tc.proto, tc.port, suite.Params{"tag": "SEG"}))
 			msgs := []string{long, long[:31]}
-			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs,
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs,
 				Segments: 7, Recv: true, RecvBuf: len(dpEchoPrefix + long), RecvSegs: 5})
 			require.Len(t, rep.Calls("sendmsg"), 2, "sendmsg with several iovecs: %+v", rep.Ops)
 			dpRequireSentWhole(t, rep, msgs)
@@ -219,7 +219,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 
 			// peek declines with try_next: tag appends and strips.
 			msgs := []string{"iter-one", "iter-twenty-two"}
-			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Segments: 3, Recv: true})
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Segments: 3, Recv: true})
 			dpRequireSentWhole(t, rep, msgs)
 			require.Equal(t, dpPrefixed(msgs...), rep.Received(), "tag saw the whole echo after peek exhausted the iterator")
 			read := 0
@@ -231,7 +231,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 
 			// peek declines with no_cust: the messages pass whole.
 			suite.SetModParam(t, p.Client, "peek", "nocust", "1")
-			rep = p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"passes-whole"}, Segments: 3, Recv: true})
+			rep = p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"passes-whole"}, Segments: 3, Recv: true})
 			dpRequireSentWhole(t, rep, []string{"passes-whole"})
 			require.Equal(t, []string{"P:passes-wholeTG"}, rep.Received(), "the echo reaches the application whole and unmodified")
 			require.Equal(t, []string{"iter-one", "iter-twenty-two", "passes-whole"}, echo.Data(t))
@@ -247,7 +247,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 		const port = 7213
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "segments", dpCli("udp", port, suite.Params{"chunk": 5, "on_send": 0}))
-		rep := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{long},
+		rep := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{long},
 			Segments: 4, Recv: true, RecvBuf: len(dpEchoPrefix + long), RecvSegs: 3})
 		dpRequireSentWhole(t, rep, []string{long})
 		require.Equal(t, dpPrefixed(long), rep.Received())

@@ -123,7 +123,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "drop", dpCli(tc.proto, tc.port, suite.Params{"on_recv": 0}))
 			msgs := []string{"dropped-one", "dropped-two-longer"}
-			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Segments: 3})
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Segments: 3})
 			if tc.proto == "tcp" {
 				dpRequireConnected(t, rep)
 			}
@@ -149,8 +149,9 @@ func TestR3_R4_DropAndError(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "drop", dpCli(tc.proto, tc.port, suite.Params{"on_send": 0}))
 			const timeout = time.Second
-			rep, took := p.Client.TimedTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(),
+			rep, took, err := p.Client.Traffic(context.Background(), traffic.Client{Proto: tc.proto, To: echo.Addr(),
 				Messages: []string{"never-delivered"}, Recv: true, Timeout: timeout})
+			require.NoError(t, err)
 			dpRequireSentWhole(t, rep, []string{"never-delivered"})
 			r := dpRecvs(rep)
 			require.Len(t, r, 1)
@@ -176,13 +177,13 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		c := traffic.Client{Proto: "udp", To: echo.Addr(), From: suite.ClientIP + ":7905",
 			Messages: []string{"first"}, Recv: true, Timeout: vm.Scale(3 * time.Second)}
 		ctx := context.Background()
-		proc, err := p.Client.Start(ctx, c.Args()...)
+		proc, err := p.Client.Spawn(ctx, c.Args()...)
 		require.NoError(t, err)
 		vm.WaitFor(t, "the first echo to be offered to the client's modules", 20*time.Second, func() bool {
 			return suite.ModParamInt(t, p.Client, "try_next", "calls") >= 2
 		})
 		suite.SetModParam(t, p.Client, "drop", "on_recv", "0")
-		p.Server.Traffic(t, traffic.Client{Proto: "udp", To: suite.ClientIP + ":7905", Messages: []string{"second"}})
+		p.Server.MustTraffic(t, traffic.Client{Proto: "udp", To: suite.ClientIP + ":7905", Messages: []string{"second"}})
 		res, err := proc.Wait(ctx, vm.Scale(10*time.Second))
 		require.NoError(t, err)
 		require.NoError(t, res.Err())
@@ -203,7 +204,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))
 		p.Load(t, p.Client, "drop", dpCli("udp", port, suite.Params{"priority": 20, "on_send": 0}))
-		rep := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"nb"},
+		rep := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"nb"},
 			Recv: true, NonBlock: true, Timeout: vm.Scale(3 * time.Second)})
 		dpRequireSentWhole(t, rep, []string{"nb"})
 		r := dpRecvs(rep)
@@ -229,7 +230,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "error", dpCli(tc.proto, tc.port, suite.Params{"errno": tc.errno, "on_recv": 0}))
-			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(),
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(),
 				Messages: []string{"fails-1", "fails-2"}, Segments: 2})
 			s := dpSends(rep)
 			require.Len(t, s, 2, "ops: %+v", rep.Ops)
@@ -261,7 +262,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "error", dpCli(tc.proto, tc.port, suite.Params{"errno": tc.errno, "on_send": 0}))
-			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(),
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(),
 				Messages: []string{"reply-fails"}, Recv: true, ExtraRecv: 1, Timeout: time.Second})
 			dpRequireSentWhole(t, rep, []string{"reply-fails"})
 			r := dpRecvs(rep)
@@ -281,7 +282,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		const port = 7115
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "error", dpCli("udp", port, suite.Params{"errno": 5000, "on_recv": 0}))
-		rep := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"eio-send"}, Segments: 2})
+		rep := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"eio-send"}, Segments: 2})
 		s := dpSends(rep)
 		require.Len(t, s, 1)
 		require.Equal(t, "EIO", s[0].Errno, "%+v", s[0])
@@ -290,7 +291,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 
 		suite.SetModParam(t, p.Client, "error", "on_send", "0")
 		suite.SetModParam(t, p.Client, "error", "on_recv", "1")
-		rep = p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"eio-recv"}, Recv: true})
+		rep = p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"eio-recv"}, Recv: true})
 		dpRequireSentWhole(t, rep, []string{"eio-recv"})
 		r := dpRecvs(rep)
 		require.Len(t, r, 1)

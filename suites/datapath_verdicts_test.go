@@ -28,7 +28,7 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "nocust", dpCli(tc.proto, tc.port, nil))
 			msgs := []string{"n1", "n22", "n333"}
-			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Recv: true})
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Recv: true})
 			dpRequireSentWhole(t, rep, msgs)
 			require.Equal(t, dpPrefixed(msgs...), rep.Received())
 			require.Equal(t, msgs, echo.Data(t))
@@ -60,7 +60,7 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"tag": "OTH", "priority": 20}))
 			p.Load(t, p.Server, "tag", dpSrv(tc.proto, tc.port, suite.Params{"tag": "SKP", "on_recv": 0}))
 			msgs := []string{"m1", "m2", "m3", "m4"}
-			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Recv: true})
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Recv: true})
 			dpRequireSentWhole(t, rep, msgs)
 			// m1 left as m1+SKP+OTH; its echo P:m1SKPOTH+SKP lost SKP
 			// (skip_after, 2nd message) and OTH (tag): P:m1SKP. Then
@@ -92,7 +92,7 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 		p.Load(t, p.Client, "chain_c", dpCli("udp", port, suite.Params{"priority": 20, "on_recv": 1}))
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))
 		msgs := []string{"x1", "x2"}
-		rep := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: msgs, Recv: true})
+		rep := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: msgs, Recv: true})
 		dpRequireSentWhole(t, rep, msgs)
 		require.Equal(t, []string{"x1bca", "x2bca"}, p.Payloads(t, "udp", port, true), "b (5), try_next (10), c (20), a (30)")
 		require.Equal(t, []string{"P:x1bcabca", "P:x2bcabca"}, rep.Received())
@@ -107,7 +107,7 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))
 		p.Load(t, p.Client, "inactive", dpCli("udp", port, suite.Params{"priority": 20}))
 		msgs := []string{"d1", "d22"}
-		rep := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: msgs, Recv: true})
+		rep := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: msgs, Recv: true})
 		dpRequireSentWhole(t, rep, msgs)
 		require.Equal(t, dpPrefixed(msgs...), rep.Received())
 		require.Equal(t, msgs, p.Payloads(t, "udp", port, true))
@@ -128,7 +128,7 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 			p.Load(t, p.Client, "try_next", dpCli(tc.proto, tc.port, suite.Params{"priority": 10}))
 			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"tag": "TG", "priority": 20}))
 			msgs := []string{"s1", "s2", "s3", "s4", "s5", "s6"}
-			rep := p.Client.Traffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Recv: true})
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Recv: true})
 			dpRequireSentWhole(t, rep, msgs)
 			var tagged, echoed []string
 			for _, m := range msgs {
@@ -157,7 +157,7 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))
 		p.Load(t, p.Client, "tag", dpCli("udp", port, suite.Params{"tag": "TG", "priority": 20, "on_send": 0}))
 		msgs := []string{"a1", "b1TG", "a2", "b2TG", "a3", "b3TG"}
-		rep := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: msgs, Recv: true})
+		rep := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: msgs, Recv: true})
 		dpRequireSentWhole(t, rep, msgs)
 		require.Equal(t, msgs, p.Payloads(t, "udp", port, true), "sends pass unmodified (no_cust)")
 		require.Equal(t, dpPrefixed(msgs...), p.Payloads(t, "udp", port, false))

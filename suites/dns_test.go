@@ -95,15 +95,15 @@ func TestR15_LoadUnloadUnderTraffic(t *testing.T) {
 		`if /usr/bin/dig +short +time=2 +tries=1 @%s %s A | grep -q '^%s$'; then ok=$((ok+1)); fi; done; echo "$ok/$i"`,
 		suite.ServerIP, suite.DNSName, suite.DNSAnswer)
 	ctx := context.Background()
-	proc, err := p.Client.Start(ctx, "/bin/sh", "-c", loop)
+	proc, err := p.Client.Spawn(ctx, "/bin/sh", "-c", loop)
 	require.NoError(t, err)
 
 	for i := 0; i < 20; i++ {
 		p.Client.MustLoadModule(t, p.Mods, "tag", suite.Params{"task_tgid": "dig", "tag": "X"}.String())
 		p.Server.MustLoadModule(t, p.Mods, "tag", suite.Params{"task_tgid": "dnsmasq", "tag": "X", "apply_now": 1}.String())
 		time.Sleep(100 * time.Millisecond)
-		require.NoError(t, p.Client.UnloadModule(t, "tag"), "round %d", i)
-		require.NoError(t, p.Server.UnloadModule(t, "tag"), "round %d", i)
+		require.NoError(t, p.Client.UnloadModule(context.Background(), "tag"), "round %d", i)
+		require.NoError(t, p.Server.UnloadModule(context.Background(), "tag"), "round %d", i)
 	}
 	p.Client.MustRun(t, "/bin/touch", "/tmp/stop")
 	res, err := proc.Wait(ctx, 60*time.Second)
@@ -122,6 +122,6 @@ func TestR15_LoadUnloadUnderTraffic(t *testing.T) {
 	// The client's sockets all closed with dig (the server's dnsmasq
 	// socket still pins Layer 4.5 there, by design).
 	if !p.Client.Kernel().Layer45Builtin {
-		require.NoError(t, p.Client.UnloadModule(t, "layer4_5"), "Layer 4.5 must unload once its sockets are gone")
+		require.NoError(t, p.Client.UnloadModule(context.Background(), "layer4_5"), "Layer 4.5 must unload once its sockets are gone")
 	}
 }

@@ -47,7 +47,7 @@ func r15UnloadUnderTCP(t *testing.T, p *suite.Pair) {
 	}
 	c := traffic.Client{Proto: "tcp", To: echo.Addr(), Messages: msgs, Recv: true, Interval: 20 * time.Millisecond,
 		Timeout: vm.Scale(5 * time.Second)}
-	proc, err := p.Client.Start(context.Background(), c.Args()...)
+	proc, err := p.Client.Spawn(context.Background(), c.Args()...)
 	require.NoError(t, err)
 	var res *agent.Result
 	cycles := 0
@@ -94,7 +94,7 @@ func r15UnloadWhileSleeping(t *testing.T, p *suite.Pair) {
 	echo := p.StartEcho(t, "udp", port, echoPrefix)
 	p.Client.MustLoadModule(t, p.Mods, "tag", suite.ClientTarget("udp", port, suite.Params{"delay_ms": 1500, "on_recv": 0, "tag": "Z"}).String())
 	c := traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true, Messages: []string{"s"}, Recv: true, Timeout: vm.Scale(5 * time.Second)}
-	proc, err := p.Client.Start(context.Background(), c.Args()...)
+	proc, err := p.Client.Spawn(context.Background(), c.Args()...)
 	require.NoError(t, err)
 	waitInCallback(t, p.Client, proc.Pid)
 	start := time.Now()
@@ -145,7 +145,7 @@ func r15KillInsideCallback(t *testing.T, p *suite.Pair) {
 	p.Load(t, p.Client, "tag", suite.ClientTarget("tcp", port, suite.Params{"delay_ms": 1000, "tag": "K"}))
 	for i := 0; i < 3; i++ {
 		c := traffic.Client{Proto: "tcp", To: echo.Addr(), Messages: []string{"k0", "k1", "k2"}, Recv: true, Timeout: vm.Scale(5 * time.Second)}
-		proc, err := p.Client.Start(context.Background(), c.Args()...)
+		proc, err := p.Client.Spawn(context.Background(), c.Args()...)
 		require.NoError(t, err)
 		waitInCallback(t, p.Client, proc.Pid)
 		time.Sleep(time.Duration(150*i) * time.Millisecond)
@@ -158,7 +158,7 @@ func r15KillInsideCallback(t *testing.T, p *suite.Pair) {
 	})
 	// Still working: a new client is customized.
 	p.Client.MustRun(t, "/bin/sh", "-c", "echo 0 > /sys/module/tag/parameters/delay_ms")
-	r := p.Client.Traffic(t, traffic.Client{Proto: "tcp", To: echo.Addr(), Messages: []string{"ok"}, Recv: true, Timeout: vm.Scale(5 * time.Second)})
+	r := p.Client.MustTraffic(t, traffic.Client{Proto: "tcp", To: echo.Addr(), Messages: []string{"ok"}, Recv: true, Timeout: vm.Scale(5 * time.Second)})
 	require.Equal(t, []string{"P:ok"}, r.Received(), "tag appends K on send and strips it from the echo")
 }
 
@@ -170,12 +170,12 @@ func r15NonBlockingAccept(t *testing.T, p *suite.Pair) {
 	const port = 7304
 	p.Load(t, p.Server, "tag", suite.ServerTarget("tcp", port, suite.Params{"tag": "A"}))
 	probe := traffic.AcceptProbe{Listen: fmt.Sprintf("%s:%d", suite.ServerIP, port), Timeout: vm.Scale(10 * time.Second)}
-	proc, err := p.Server.Start(context.Background(), probe.Args()...)
+	proc, err := p.Server.Spawn(context.Background(), probe.Args()...)
 	require.NoError(t, err)
-	p.Server.WaitListening(t, "tcp", port)
+	p.Server.MustWaitListening(t, "tcp", port)
 	// The client sends a tagged message by hand; the server's module strips
 	// it from the accepted connection.
-	p.Client.Traffic(t, traffic.Client{Proto: "tcp", To: probe.Listen, Messages: []string{"helloA"}, Timeout: vm.Scale(5 * time.Second)})
+	p.Client.MustTraffic(t, traffic.Client{Proto: "tcp", To: probe.Listen, Messages: []string{"helloA"}, Timeout: vm.Scale(5 * time.Second)})
 	res, err := proc.Wait(context.Background(), vm.Scale(20*time.Second))
 	require.NoError(t, err)
 	require.NoError(t, res.Err())
@@ -206,7 +206,7 @@ func r15CoreUnloadBusy(t *testing.T, p *suite.Pair) {
 		Messages: []string{"l0", "l1"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
 	live.Ready(t)
 	for i := 0; i < 3; i++ {
-		err := m.UnloadModule(t, "layer4_5")
+		err := m.UnloadModule(context.Background(), "layer4_5")
 		var me *agent.ModuleError
 		require.True(t, errors.As(err, &me), "rmmod layer4_5 with a live socket must be refused, got %v", err)
 		require.True(t, busy(me.Errno), "rmmod layer4_5: %v", me)
@@ -215,7 +215,7 @@ func r15CoreUnloadBusy(t *testing.T, p *suite.Pair) {
 	require.Equal(t, []string{"P:l0", "P:l1"}, rep.Received(), "the live socket kept working")
 	var last error
 	vm.WaitFor(t, "Layer 4.5 to unload after its last socket closed", 20*time.Second, func() bool {
-		last = m.UnloadModule(t, "layer4_5")
+		last = m.UnloadModule(context.Background(), "layer4_5")
 		return last == nil
 	})
 	_, err := m.Control().Report(context.Background())

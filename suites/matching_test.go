@@ -29,7 +29,7 @@ func udpOnce(t *testing.T, p *suite.Pair, c traffic.Client) *traffic.Report {
 		c.Timeout = vm.Scale(3 * time.Second)
 	}
 	c.Recv = true
-	return p.Client.Traffic(t, c)
+	return p.Client.MustTraffic(t, c)
 }
 
 // r13ThreadNames: l45net makes its socket calls on a thread it can name;

@@ -4,6 +4,10 @@
 //	l45 e2e      run the end-to-end suites and print a per-rule verdict
 //
 // Kernel and accelerator come from $L45_KERNEL and $L45_ACCEL as in tests.
+//
+// Exit status: 0 success; 1 the contract does not hold (a rule failed) or
+// the command was misused; 3 the harness itself failed (no QEMU, a kernel
+// that cannot be fetched or built, ...): no verdict on Layer 4.5.
 package main
 
 import (
@@ -16,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"layer45/harness/cache"
+	"layer45/harness/infra"
 	"layer45/harness/vm"
 )
 
@@ -40,10 +45,17 @@ func main() {
 		usage()
 	}
 	if err != nil {
+		if infra.Is(err) {
+			fmt.Fprintf(os.Stderr, "l45 %s: infrastructure failure, no verdict on Layer 4.5: %v\n", os.Args[1], err)
+			os.Exit(exitInfra)
+		}
 		fmt.Fprintf(os.Stderr, "l45 %s: %v\n", os.Args[1], err)
 		os.Exit(1)
 	}
 }
+
+// exitInfra is the exit status when the harness could not do its job.
+const exitInfra = 3
 
 // minFreeBytes is what a kernel, its headers, images and builds need.
 const minFreeBytes = 3 << 30
@@ -51,12 +63,12 @@ const minFreeBytes = 3 << 30
 func setup(ctx context.Context) error {
 	dir := cache.DefaultDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("cache directory %s: %w (set L45_CACHE to a writable place)", dir, err)
+		return infra.Wrap("cache directory "+dir, fmt.Errorf("%w (set L45_CACHE to a writable place)", err))
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err == nil {
 		if free := st.Bavail * uint64(st.Bsize); free < minFreeBytes {
-			return fmt.Errorf("only %d MiB free in %s; the harness needs %d MiB: free some space or set L45_CACHE elsewhere", free>>20, dir, minFreeBytes>>20)
+			return infra.Wrap("cache directory "+dir, fmt.Errorf("only %d MiB free; the harness needs %d MiB: free some space or set L45_CACHE elsewhere", free>>20, minFreeBytes>>20))
 		}
 	}
 	fmt.Printf("cache: %s\n", dir)

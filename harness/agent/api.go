@@ -236,17 +236,7 @@ func (c *Client) PutFile(ctx context.Context, path string, data []byte, mode os.
 	if len(data) > proto.MaxFile {
 		return fmt.Errorf("agent put %s: %d bytes is more than the limit of %d", path, len(data), proto.MaxFile)
 	}
-	m := uint32(mode.Perm())
-	if mode&os.ModeSetuid != 0 {
-		m |= unix.S_ISUID
-	}
-	if mode&os.ModeSetgid != 0 {
-		m |= unix.S_ISGID
-	}
-	if mode&os.ModeSticky != 0 {
-		m |= unix.S_ISVTX
-	}
-	return c.call(ctx, proto.VerbPut, proto.PutArgs{Path: path, Mode: m, Data: data, Mkdir: true}, nil)
+	return c.call(ctx, proto.VerbPut, proto.PutArgs{Path: path, Mode: proto.ModeBits(mode), Data: data, Mkdir: true}, nil)
 }
 
 // ReadFile reads a file in the guest to its end (procfs, sysfs and tracefs
@@ -353,19 +343,6 @@ func (c *Client) KernelLog(ctx context.Context, since uint64) ([]LogRecord, uint
 // Sync flushes the guest's file systems.
 func (c *Client) Sync(ctx context.Context) error {
 	return c.call(ctx, proto.VerbSync, nil, nil)
-}
-
-// Reboot syncs and restarts the guest. The agent replies first. A new agent
-// says hello after the reboot: wait for it with AwaitHello (QEMU started
-// with -no-reboot exits instead).
-func (c *Client) Reboot(ctx context.Context) error {
-	if err := c.call(ctx, proto.VerbReboot, nil, nil); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.newHello = false
-	c.mu.Unlock()
-	return nil
 }
 
 // PowerOff syncs and powers the guest off. The agent replies first; later

@@ -109,8 +109,8 @@ type Client struct {
 	mu     sync.Mutex // one call at a time; guards the fields below
 	nextID uint64
 	broken error
-	// newHello is set when a hello from a restarted agent was seen outside
-	// Dial or AwaitHello.
+	// newHello is set when a hello from a restarted agent was seen after
+	// Dial: the stream restarted under a call.
 	newHello bool
 
 	hmu   sync.Mutex
@@ -141,34 +141,11 @@ func Dial(ctx context.Context, conn io.ReadWriteCloser, opts ...Option) (*Client
 	return c, nil
 }
 
-// Hello returns what the agent said when it started (the latest agent, after
-// a reboot and AwaitHello).
+// Hello returns what the agent said when it started.
 func (c *Client) Hello() Hello {
 	c.hmu.Lock()
 	defer c.hmu.Unlock()
 	return c.hello
-}
-
-// AwaitHello waits for a restarted agent (after Reboot) to say hello and
-// returns its hello. It makes a client poisoned by an earlier timeout usable
-// again, since a new agent starts a new stream.
-func (c *Client) AwaitHello(ctx context.Context) (Hello, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.closedErr(); err != nil {
-		return Hello{}, fmt.Errorf("agent: await hello: %w", err)
-	}
-	if c.newHello {
-		c.newHello = false
-		c.broken = nil
-		return c.Hello(), nil
-	}
-	h, err := c.awaitHello(ctx, false)
-	if err != nil {
-		return Hello{}, fmt.Errorf("agent: waiting for the agent's hello: %w", err)
-	}
-	c.broken = nil
-	return h, nil
 }
 
 // awaitHello waits for a hello frame; with ask it also asks for one every

@@ -37,8 +37,6 @@
 //	func (c *Client) UnloadModule(ctx, name string, opts ...UnloadOption) (*ModuleResult, error)
 //	func (c *Client) KernelLog(ctx, since uint64) ([]LogRecord, uint64, error)
 //	func (c *Client) Sync(ctx) error
-//	func (c *Client) Reboot(ctx) error
-//	func (c *Client) AwaitHello(ctx) (Hello, error)
 //	func (c *Client) PowerOff(ctx) error
 //	func (c *Client) Close() error
 //
@@ -82,9 +80,8 @@
 //
 // The tests run the real agent server (layer45/vmimages/agent/server) over
 // net.Pipe with a fake kernel for module loading, the kernel log and
-// reboot. TestBootQEMU boots the real agent as PID 1 under QEMU when
-// L45_AGENT_KERNEL (a vmlinuz) and L45_AGENT_MODULES (its
-// lib/modules/RELEASE folder) are set; L45_AGENT_ACCEL=kvm uses KVM.
+// power-off. The agent as PID 1 in a real guest is exercised by every test
+// of layer45/harness/vm.
 //
 // # Protocol
 //

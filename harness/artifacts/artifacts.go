@@ -1,7 +1,7 @@
 // Package artifacts is the one place the harness writes evidence: console
 // logs, QEMU command lines, kernel logs, pcaps. Each test gets a folder;
 // a passing test's folder is removed unless L45_KEEP=1, a failing test's
-// folder stays and its path is printed.
+// folder stays and its path is recorded as the test attribute AttrEvidence.
 package artifacts
 
 import (
@@ -12,6 +12,22 @@ import (
 	"strings"
 	"sync"
 	"time"
+)
+
+// Test attributes (testing.T.Attr, carried by go test -json) with the
+// structured facts of a guest test; the harness writes them, the verdict
+// reads them.
+const (
+	// AttrEvidence is the evidence folder kept for a failed test.
+	AttrEvidence = "l45.evidence"
+	// AttrKernel is the release of a kernel the test's guests booted.
+	AttrKernel = "l45.kernel"
+	// AttrCrash is the title of a kernel report that failed the test.
+	AttrCrash = "l45.crash"
+	// AttrInfra says the test failed because the harness could not do its
+	// job (no QEMU, a kernel that cannot be built, ...), not because of
+	// Layer 4.5.
+	AttrInfra = "l45.infra"
 )
 
 // Root is where evidence folders go: $L45_ARTIFACTS, else _artifacts at the
@@ -61,7 +77,7 @@ func New(testName string) (*Dir, error) {
 	}
 	p := filepath.Join(append([]string{Root(), RunID()}, parts...)...)
 	if err := os.MkdirAll(p, 0o755); err != nil {
-		return nil, fmt.Errorf("evidence folder: %w (set L45_ARTIFACTS to a writable directory)", err)
+		return nil, fmt.Errorf("cannot make the evidence folder (set L45_ARTIFACTS to a writable directory): %w", err)
 	}
 	return &Dir{path: p}, nil
 }
@@ -76,7 +92,7 @@ func (d *Dir) File(name string) string { return filepath.Join(d.path, name) }
 func (d *Dir) Create(name string) (*os.File, error) {
 	f, err := os.Create(d.File(name))
 	if err != nil {
-		return nil, fmt.Errorf("evidence: %w", err)
+		return nil, fmt.Errorf("cannot write evidence file: %w", err)
 	}
 	return f, nil
 }
@@ -84,7 +100,7 @@ func (d *Dir) Create(name string) (*os.File, error) {
 // WriteFile writes name at once.
 func (d *Dir) WriteFile(name string, data []byte) error {
 	if err := os.WriteFile(d.File(name), data, 0o644); err != nil {
-		return fmt.Errorf("evidence: %w", err)
+		return fmt.Errorf("cannot write evidence file: %w", err)
 	}
 	return nil
 }
@@ -109,11 +125,11 @@ func (d *Dir) Finish(failed bool) (kept string) {
 func WriteSummary(name string, data []byte) (string, error) {
 	root := Root()
 	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", fmt.Errorf("evidence root: %w", err)
+		return "", fmt.Errorf("cannot make the evidence root (set L45_ARTIFACTS to a writable directory): %w", err)
 	}
 	p := filepath.Join(root, name)
 	if err := os.WriteFile(p, data, 0o644); err != nil {
-		return "", fmt.Errorf("evidence: %w", err)
+		return "", fmt.Errorf("cannot write run summary: %w", err)
 	}
 	return p, nil
 }

@@ -1,7 +1,8 @@
 // Package kernels provides the kernels guests boot. Every source of kernels
-// (Debian's prebuilt packages today; source builds and user-supplied images
-// on the roadmap) is a Provider, and every kernel it yields is described the
-// same way, so the rest of the harness never cares where a kernel came from.
+// (Debian's prebuilt packages, debian:SUITE; builds of Debian's
+// linux-source-SERIES with Layer 4.5 built in, source:SERIES[:debug]) is a
+// Provider, and every kernel it yields is described the same way, so the
+// rest of the harness never cares where a kernel came from.
 package kernels
 
 import (

@@ -142,10 +142,19 @@ func Command(c *Config, console io.Writer) *Cmd {
 	return q
 }
 
+// Installed checks that QEMU is on the PATH; the error wraps
+// exec.ErrNotFound.
+func Installed() error {
+	if _, err := exec.LookPath(Binary); err != nil {
+		return fmt.Errorf("%s is not installed (%w): run `make setup` (it installs qemu-system-x86)", Binary, err)
+	}
+	return nil
+}
+
 // Start starts QEMU.
 func (q *Cmd) Start() error {
-	if _, err := exec.LookPath(Binary); err != nil {
-		return fmt.Errorf("%s is not installed: run `make setup` (it installs qemu-system-x86)", Binary)
+	if err := Installed(); err != nil {
+		return err
 	}
 	if err := q.cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", Binary, err)

@@ -2,6 +2,12 @@
 // into a per-rule verdict: which tests prove each rule of the Layer 4.5
 // contract (a test names its rule, as in TestR3_DropOnSend or a subtest
 // R3/drop-send), whether they passed, and where a failure's evidence is.
+// The rules are those of CONTRACT.md at the top of the repository.
+//
+// What the harness knows about a test beyond pass or fail comes as test
+// attributes (artifacts.Attr*): the evidence folder, the guests' kernel, the
+// titles of kernel crashes, and whether the failure was the harness's own
+// (infrastructure), which is never counted against a rule.
 package verdict
 
 import (
@@ -13,6 +19,8 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+
+	"layer45/harness/artifacts"
 )
 
 // Rules is the contract's rule list; a rule no test names is MISSING.
@@ -31,6 +39,8 @@ type event struct {
 	Test    string
 	Output  string
 	Elapsed float64
+	Key     string // Action "attr" (testing.T.Attr)
+	Value   string
 }
 
 // Test is one test's outcome.
@@ -40,12 +50,18 @@ type Test struct {
 	Result   string  `json:"result"` // pass, fail, skip
 	Seconds  float64 `json:"seconds"`
 	Evidence string  `json:"evidence,omitempty"`
+	Kernel   string  `json:"kernel,omitempty"`
+	// Crashes are the titles of kernel reports that failed the test.
+	Crashes []string `json:"crashes,omitempty"`
+	// Infra says why the harness could not run the test; such a test is
+	// no verdict on any rule.
+	Infra string `json:"infrastructure_failure,omitempty"`
 }
 
 // Rule is one rule's verdict.
 type Rule struct {
 	Rule     string   `json:"rule"`
-	Result   string   `json:"result"` // PASS, FAIL, SKIP, MISSING
+	Result   string   `json:"result"` // PASS, FAIL, SKIP, MISSING, INFRA
 	Tests    []Test   `json:"tests"`
 	Evidence []string `json:"evidence,omitempty"`
 }
@@ -53,10 +69,13 @@ type Rule struct {
 // Summary is the whole verdict.
 type Summary struct {
 	Rules []Rule `json:"rules"`
-	// Failed lists failing tests that name no rule (harness tests, say).
+	// Unruled lists failing tests that name no rule (harness tests, say).
 	Unruled []Test `json:"unruled_failures,omitempty"`
-	// Build lists packages that did not build or whose binary died.
+	// Broken lists packages that did not build or whose binary died.
 	Broken []string `json:"broken_packages,omitempty"`
+	// Infra lists tests the harness could not run (no QEMU, a kernel that
+	// cannot be built, ...).
+	Infra []Test `json:"infrastructure_failures,omitempty"`
 }
 
 var ruleRe = regexp.MustCompile(`^R(\d{1,2})$`)
@@ -92,8 +111,6 @@ func ruleWords(name string) []string {
 	}
 	return out
 }
-
-var evidenceRe = regexp.MustCompile(`evidence: (\S+)`)
 
 // keptOutput bounds the lines kept per test for echoing a failure.
 const keptOutput = 300
@@ -145,10 +162,18 @@ func Read(r io.Reader, echo io.Writer) (*Summary, error) {
 			order = append(order, key)
 		}
 		switch e.Action {
-		case "output":
-			if m := evidenceRe.FindStringSubmatch(e.Output); m != nil {
-				t.Evidence = m[1]
+		case "attr":
+			switch e.Key {
+			case artifacts.AttrEvidence:
+				t.Evidence = e.Value
+			case artifacts.AttrKernel:
+				t.Kernel = e.Value
+			case artifacts.AttrCrash:
+				t.Crashes = append(t.Crashes, e.Value)
+			case artifacts.AttrInfra:
+				t.Infra = e.Value
 			}
+		case "output":
 			output[key] = append(output[key], e.Output)
 			if len(output[key]) > keptOutput {
 				output[key] = output[key][1:]
@@ -206,7 +231,10 @@ func Read(r io.Reader, echo io.Writer) (*Summary, error) {
 			continue
 		}
 		ids := rulesOf(t.Name)
-		if len(ids) == 0 && t.Result == "fail" {
+		if t.Result == "fail" && t.Infra != "" {
+			sum.Infra = append(sum.Infra, *t)
+		}
+		if len(ids) == 0 && t.Result == "fail" && t.Infra == "" {
 			sum.Unruled = append(sum.Unruled, *t)
 		}
 		for _, id := range ids {
@@ -240,16 +268,21 @@ func ruleResult(tests []Test) string {
 	if len(tests) == 0 {
 		return "MISSING"
 	}
-	pass, skip := 0, 0
+	pass, skip, infra := 0, 0, 0
 	for _, t := range tests {
-		switch t.Result {
-		case "fail":
+		switch {
+		case t.Result == "fail" && t.Infra != "":
+			infra++
+		case t.Result == "fail":
 			return "FAIL"
-		case "pass":
+		case t.Result == "pass":
 			pass++
-		case "skip":
+		case t.Result == "skip":
 			skip++
 		}
+	}
+	if infra > 0 {
+		return "INFRA" // not judged: the harness failed
 	}
 	if pass == 0 {
 		return "SKIP"
@@ -259,7 +292,7 @@ func ruleResult(tests []Test) string {
 
 // OK reports whether every rule passed and nothing else broke.
 func (s *Summary) OK() bool {
-	if len(s.Unruled) > 0 || len(s.Broken) > 0 {
+	if len(s.Unruled) > 0 || len(s.Broken) > 0 || len(s.Infra) > 0 {
 		return false
 	}
 	for _, r := range s.Rules {
@@ -293,5 +326,20 @@ func (s *Summary) WriteTable(w io.Writer) {
 	}
 	for _, p := range s.Broken {
 		fmt.Fprintf(w, "package did not build or its test binary died: %s\n", p)
+	}
+	for _, t := range s.Infra {
+		fmt.Fprintf(w, "infrastructure failure, no verdict: %s: %s\n", t.Name, t.Infra)
+	}
+	listed := map[string]bool{}
+	for _, r := range s.Rules {
+		for _, t := range r.Tests {
+			if listed[t.Name] {
+				continue
+			}
+			listed[t.Name] = true
+			for _, c := range t.Crashes {
+				fmt.Fprintf(w, "kernel crash in %s: %s\n", t.Name, c)
+			}
+		}
 	}
 }

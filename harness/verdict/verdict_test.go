@@ -59,4 +59,10 @@ func TestReadGolden(t *testing.T) {
 	require.Equal(t, "FAIL", byRule["R14"].Result)
 	require.Equal(t, []string{"/work/_artifacts/run1/TestR11_R14_Live"}, byRule["R11"].Evidence)
 	require.Equal(t, []string{"layer45/suites/broken"}, sum.Broken)
+	require.Equal(t, "6.1.0-57-amd64", byRule["R4"].Tests[0].Kernel)
+	require.Equal(t, []string{"WARNING in l45_toggle"}, byRule["R11"].Tests[0].Crashes)
+	require.Equal(t, "INFRA", byRule["R16"].Result, "a harness failure is no verdict on the rule")
+	require.Len(t, sum.Infra, 1)
+	require.Equal(t, "prepare guests: qemu-system-x86_64 is not installed", sum.Infra[0].Infra)
+	require.Empty(t, sum.Unruled)
 }

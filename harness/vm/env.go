@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 
 	"layer45/harness/cache"
+	"layer45/harness/infra"
 	"layer45/harness/initramfs"
 	"layer45/harness/kernels"
 	"layer45/harness/qemu"
@@ -40,16 +40,27 @@ func DefaultEnv(ctx context.Context) (*Env, error) {
 }
 
 // NewEnv prepares an environment for the kernel spec and accelerator choice.
+// Every failure is an *infra.Error: without an environment nothing about
+// Layer 4.5 can be judged.
 func NewEnv(ctx context.Context, kernelSpec, accel string, progress io.Writer) (*Env, error) {
+	e, err := newEnv(ctx, kernelSpec, accel, progress)
+	return e, infra.Wrap("prepare guests", err)
+}
+
+func newEnv(ctx context.Context, kernelSpec, accel string, progress io.Writer) (*Env, error) {
+	// The cheapest check first: no QEMU makes everything else pointless.
+	if err := qemu.Installed(); err != nil {
+		return nil, err
+	}
 	c, err := cache.Default()
 	if err != nil {
 		return nil, err
 	}
-	root, err := repo.Root()
+	tree, err := repo.KernelTree()
 	if err != nil {
 		return nil, err
 	}
-	p, err := kernels.Parse(kernelSpec, c, filepath.Join(root, "kernel"))
+	p, err := kernels.Parse(kernelSpec, c, tree)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,9 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"layer45/harness/agent"
+	"layer45/harness/infra"
 	"layer45/harness/kernels"
 	"layer45/harness/modules"
 	"layer45/harness/repo"
@@ -19,8 +22,13 @@ import (
 	"layer45/vmimages/traffic"
 )
 
+// Every operation on a guest comes in two forms: a method taking a context
+// and returning an error (a *GuestError, or an *infra.Error when the harness
+// itself failed), and a Must… helper taking a testing.TB that fails the
+// test with that error.
+
 // QEMUPid is the guest's QEMU process id (tests freeze it to simulate a
-// hung guest).
+// hung guest); 0 once it has stopped.
 func (m *Machine) QEMUPid() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -30,11 +38,55 @@ func (m *Machine) QEMUPid() int {
 	return m.qemu.Pid()
 }
 
-// Start runs a program in the background in the guest (a server, say).
+// Kernel is the kernel the guest booted.
+func (m *Machine) Kernel() *kernels.Kernel { return m.cfg.kernel }
+
+// Exec runs a program in the guest. A zero Timeout means the default
+// command deadline scaled to this machine's speed. An error means the guest
+// did not answer; a program that failed is a Result with its exit code.
+func (m *Machine) Exec(ctx context.Context, cmd agent.Cmd) (*agent.Result, error) {
+	if cmd.Timeout == 0 {
+		cmd.Timeout = Scale(DefaultCommandTimeout)
+	}
+	var r *agent.Result
+	// The agent needs a moment beyond the program's own deadline to kill
+	// it and answer.
+	err := m.do(ctx, "run "+strings.Join(cmd.Argv, " "), cmd.Timeout+Scale(5*time.Second), func(ctx context.Context, a *agent.Client) error {
+		var err error
+		r, err = a.Run(ctx, cmd)
+		return err
+	})
+	return r, err
+}
+
+// Run runs argv in the guest and returns its standard output; a non-zero
+// exit is an error wrapping *agent.ExitError.
+func (m *Machine) Run(ctx context.Context, argv ...string) (string, error) {
+	r, err := m.Exec(ctx, agent.Cmd{Argv: argv})
+	if err != nil {
+		return "", err
+	}
+	if err := r.Err(); err != nil {
+		return string(r.Stdout), m.failure("run "+strings.Join(argv, " "), err, false)
+	}
+	return string(r.Stdout), nil
+}
+
+// MustRun is Run that fails t.
+func (m *Machine) MustRun(t testing.TB, argv ...string) string {
+	t.Helper()
+	out, err := m.Run(context.Background(), argv...)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return out
+}
+
+// Spawn starts a program in the background in the guest (a server, say).
 // The process is stopped when the guest powers off.
-func (m *Machine) Start(ctx context.Context, argv ...string) (*agent.Process, error) {
+func (m *Machine) Spawn(ctx context.Context, argv ...string) (*agent.Process, error) {
 	var p *agent.Process
-	err := m.Call(ctx, "start "+argv[0], func(ctx context.Context, a *agent.Client) error {
+	err := m.do(ctx, "start "+strings.Join(argv, " "), 0, func(ctx context.Context, a *agent.Client) error {
 		var err error
 		p, err = a.Start(ctx, agent.Cmd{Argv: argv})
 		return err
@@ -42,69 +94,132 @@ func (m *Machine) Start(ctx context.Context, argv ...string) (*agent.Process, er
 	return p, err
 }
 
-// Traffic runs l45net as a client and returns what the application saw,
-// failing t if the tool itself fails.
-func (m *Machine) Traffic(t testing.TB, c traffic.Client) *traffic.Report {
+// MustSpawn is Spawn that fails t.
+func (m *Machine) MustSpawn(t testing.TB, argv ...string) *agent.Process {
 	t.Helper()
-	rep, _ := m.TimedTraffic(t, c)
-	return rep
-}
-
-// TimedTraffic is Traffic that also says how long the program ran
-// (measured by the guest's agent).
-func (m *Machine) TimedTraffic(t testing.TB, c traffic.Client) (*traffic.Report, time.Duration) {
-	t.Helper()
-	r, err := m.Exec(context.Background(), agent.Cmd{Argv: c.Args()})
+	p, err := m.Spawn(context.Background(), argv...)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
+	return p
+}
+
+// ReadFile reads a file in the guest; a missing file is an error for which
+// errors.Is(err, fs.ErrNotExist) holds.
+func (m *Machine) ReadFile(ctx context.Context, file string) ([]byte, error) {
+	var b []byte
+	err := m.do(ctx, "read "+file, 0, func(ctx context.Context, a *agent.Client) error {
+		var err error
+		b, err = a.ReadFile(ctx, file)
+		return err
+	})
+	return b, err
+}
+
+// Exists reports whether a file exists in the guest; an error means the
+// guest could not say.
+func (m *Machine) Exists(ctx context.Context, file string) (bool, error) {
+	_, err := m.ReadFile(ctx, file)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+// WriteFile writes a file in the guest (creating its directories).
+func (m *Machine) WriteFile(ctx context.Context, file string, data []byte, mode os.FileMode) error {
+	return m.do(ctx, "write "+file, 0, func(ctx context.Context, a *agent.Client) error {
+		return a.PutFile(ctx, file, data, mode)
+	})
+}
+
+// MustWriteFile is WriteFile that fails t.
+func (m *Machine) MustWriteFile(t testing.TB, file string, data []byte, mode os.FileMode) {
+	t.Helper()
+	if err := m.WriteFile(context.Background(), file, data, mode); err != nil {
+		t.Fatalf("%v", err)
+	}
+}
+
+// Sync flushes the guest's file systems (before a reboot, say).
+func (m *Machine) Sync(ctx context.Context) error {
+	return m.do(ctx, "sync", 0, func(ctx context.Context, a *agent.Client) error { return a.Sync(ctx) })
+}
+
+// KernelLog returns the kernel log records after cursor since, and the
+// cursor to pass next time.
+func (m *Machine) KernelLog(ctx context.Context, since uint64) ([]agent.LogRecord, uint64, error) {
+	var recs []agent.LogRecord
+	next := since
+	err := m.do(ctx, "read the kernel log", 0, func(ctx context.Context, a *agent.Client) error {
+		var err error
+		recs, next, err = a.KernelLog(ctx, since)
+		return err
+	})
+	return recs, next, err
+}
+
+// Traffic runs l45net as a client and returns what the application saw and
+// how long the program ran (measured by the guest's agent). l45net failing
+// is an error too.
+func (m *Machine) Traffic(ctx context.Context, c traffic.Client) (*traffic.Report, time.Duration, error) {
+	r, err := m.Exec(ctx, agent.Cmd{Argv: c.Args()})
+	if err != nil {
+		return nil, 0, err
+	}
 	if err := r.Err(); err != nil {
-		t.Fatalf("guest %s: %v", m.Name, err)
+		return nil, 0, m.failure("traffic", err, false)
 	}
 	rep, err := traffic.ParseReport(r.Stdout)
 	if err != nil {
-		t.Fatalf("guest %s: %v", m.Name, err)
+		return nil, 0, m.failure("traffic", err, false)
 	}
-	return rep, r.Duration
+	return rep, r.Duration, nil
+}
+
+// MustTraffic is Traffic that fails t.
+func (m *Machine) MustTraffic(t testing.TB, c traffic.Client) *traffic.Report {
+	t.Helper()
+	rep, _, err := m.Traffic(context.Background(), c)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return rep
 }
 
 // Control is a client for Layer 4.5's control interface in this guest.
 func (m *Machine) Control() control.Client {
 	return control.Client{Send: func(ctx context.Context, req string, flags ...string) ([]byte, error) {
 		argv := append(append([]string{guest.L45ctl}, flags...), req)
-		r, err := m.Exec(ctx, agent.Cmd{Argv: argv})
-		if err != nil {
-			return nil, err
-		}
-		if err := r.Err(); err != nil {
-			return nil, err
-		}
-		return r.Stdout, nil
+		out, err := m.Run(ctx, argv...)
+		return []byte(out), err
 	}}
 }
-
-// Kernel is the kernel the guest booted.
-func (m *Machine) Kernel() *kernels.Kernel { return m.cfg.kernel }
 
 var (
 	buildsMu sync.Mutex
 	builds   = map[string]*modules.Set{}
 )
 
-// BuildModules builds the repository's kernel/ tree for k (cached).
+// BuildModules builds the repository's kernel/ tree for k (cached). A tree
+// that does not compile is an *infra.Error: no rule can be judged then.
 func BuildModules(ctx context.Context, env *Env, k *kernels.Kernel) (*modules.Set, error) {
 	buildsMu.Lock()
 	defer buildsMu.Unlock()
 	if s, ok := builds[k.Image]; ok {
 		return s, nil
 	}
-	root, err := repo.Root()
+	tree, err := repo.KernelTree()
 	if err != nil {
-		return nil, err
+		return nil, infra.Wrap("build modules", err)
 	}
-	s, err := modules.Build(ctx, env.Cache, k, path.Join(root, "kernel"))
+	s, err := modules.Build(ctx, env.Cache, k, tree)
 	if err != nil {
-		return nil, err
+		return nil, infra.Wrap("build modules", err)
 	}
 	builds[k.Image] = s
 	return s, nil
@@ -116,7 +231,7 @@ func RequireModules(t testing.TB, m *Machine) *modules.Set {
 	t.Helper()
 	s, err := BuildModules(context.Background(), m.env, m.cfg.kernel)
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatal(t, err)
 	}
 	return s
 }
@@ -126,72 +241,60 @@ const guestModuleDir = "/tmp/modules"
 
 // LoadModule copies the named module of s into the guest and loads it with
 // params. A refused load (the module's init failed or crashed, a bad
-// parameter) is returned, usually as *agent.ModuleError with the kernel's
-// errno and log lines; a guest that does not answer fails t.
-func (m *Machine) LoadModule(t testing.TB, s *modules.Set, name, params string) error {
-	t.Helper()
+// parameter) is an error for which errors.As finds *agent.ModuleError with
+// the kernel's errno and log lines.
+func (m *Machine) LoadModule(ctx context.Context, s *modules.Set, name, params string) error {
 	ko, err := s.Path(name)
 	if err != nil {
-		t.Fatalf("%v", err)
+		return infra.Wrap("load "+name, err)
 	}
-	guest := path.Join(guestModuleDir, name+".ko")
+	file := path.Join(guestModuleDir, name+".ko")
 	// Load/unload loops load the same file many times: copy it once per
 	// boot (a build's path in the cache names its content).
 	m.mu.Lock()
-	there := m.uploaded[guest] == ko
+	there := m.uploaded[file] == ko
 	m.mu.Unlock()
-	var data []byte
 	if !there {
-		if data, err = os.ReadFile(ko); err != nil {
-			t.Fatalf("%v", err)
+		data, err := os.ReadFile(ko)
+		if err != nil {
+			return infra.Wrap("load "+name, err)
 		}
+		if err := m.WriteFile(ctx, file, data, 0o644); err != nil {
+			return err
+		}
+		m.mu.Lock()
+		m.uploaded[file] = ko
+		m.mu.Unlock()
 	}
-	var loadErr error
-	err = m.Call(context.Background(), "load "+name, func(ctx context.Context, a *agent.Client) error {
-		if !there {
-			if err := a.PutFile(ctx, guest, data, 0o644); err != nil {
-				return err
-			}
-			m.mu.Lock()
-			m.uploaded[guest] = ko
-			m.mu.Unlock()
-		}
-		_, loadErr = a.LoadModule(ctx, guest, params)
-		if ctx.Err() != nil {
-			return loadErr // no answer: the guest is gone or hung
-		}
-		return nil
+	return m.do(ctx, "load "+name, 0, func(ctx context.Context, a *agent.Client) error {
+		_, err := a.LoadModule(ctx, file, params)
+		return err
 	})
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	return loadErr
 }
 
-// MustLoadModule is LoadModule that fails t when the module is refused.
+// MustLoadModule is LoadModule that fails t.
 func (m *Machine) MustLoadModule(t testing.TB, s *modules.Set, name, params string) {
 	t.Helper()
-	if err := m.LoadModule(t, s, name, params); err != nil {
-		t.Fatalf("guest %s: %v", m.Name, err)
+	if err := m.LoadModule(context.Background(), s, name, params); err != nil {
+		fatal(t, err)
 	}
 }
 
-// UnloadModule removes a module; a refusal is returned, a silent guest
-// fails t.
-func (m *Machine) UnloadModule(t testing.TB, name string) error {
-	t.Helper()
-	var unloadErr error
-	err := m.Call(context.Background(), "unload "+name, func(ctx context.Context, a *agent.Client) error {
-		_, unloadErr = a.UnloadModule(ctx, name)
-		if ctx.Err() != nil {
-			return unloadErr
-		}
-		return nil
+// UnloadModule removes a module; a refusal is an error for which errors.As
+// finds *agent.ModuleError.
+func (m *Machine) UnloadModule(ctx context.Context, name string) error {
+	return m.do(ctx, "unload "+name, 0, func(ctx context.Context, a *agent.Client) error {
+		_, err := a.UnloadModule(ctx, name)
+		return err
 	})
-	if err != nil {
+}
+
+// MustUnloadModule is UnloadModule that fails t.
+func (m *Machine) MustUnloadModule(t testing.TB, name string) {
+	t.Helper()
+	if err := m.UnloadModule(context.Background(), name); err != nil {
 		t.Fatalf("%v", err)
 	}
-	return unloadErr
 }
 
 // WaitFor polls cond until it holds or the scaled timeout passes.
@@ -206,31 +309,35 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
-// WaitListening waits until a socket in the guest is bound to port (UDP) or
-// listening on it (TCP): a server started in the background is ready only
-// then, and a client sent earlier would meet a closed port.
-func (m *Machine) WaitListening(t testing.TB, proto string, port int) {
-	t.Helper()
-	file := "/proc/net/" + proto
+// Listening reports whether a socket in the guest is bound to port (UDP) or
+// listening on it (TCP).
+func (m *Machine) Listening(ctx context.Context, proto string, port int) (bool, error) {
+	b, err := m.ReadFile(ctx, "/proc/net/"+proto)
+	if err != nil {
+		return false, err
+	}
 	want := fmt.Sprintf(":%04X ", port)
+	for _, l := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(l)
+		// local_address is field 1; TCP state 0A is LISTEN.
+		if len(f) > 3 && strings.HasSuffix(f[1]+" ", want) && (proto == "udp" || f[3] == "0A") {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// MustWaitListening waits until a socket in the guest is bound to port
+// (UDP) or listening on it (TCP): a server started in the background is
+// ready only then, and a client sent earlier would meet a closed port.
+func (m *Machine) MustWaitListening(t testing.TB, proto string, port int) {
+	t.Helper()
 	WaitFor(t, fmt.Sprintf("%s port %d in guest %s", proto, port, m.Name), 30*time.Second, func() bool {
-		var b []byte
-		err := m.Call(context.Background(), "read "+file, func(ctx context.Context, a *agent.Client) error {
-			var err error
-			b, err = a.ReadFile(ctx, file)
-			return err
-		})
+		ok, err := m.Listening(context.Background(), proto, port)
 		if err != nil {
 			t.Fatalf("%v", err)
 		}
-		for _, l := range strings.Split(string(b), "\n")[1:] {
-			f := strings.Fields(l)
-			// local_address is field 1; TCP state 0A is LISTEN.
-			if len(f) > 3 && strings.HasSuffix(f[1]+" ", want) && (proto == "udp" || f[3] == "0A") {
-				return true
-			}
-		}
-		return false
+		return ok
 	})
 }
 
@@ -242,19 +349,14 @@ const kmemleakFile = "/sys/kernel/debug/kmemleak"
 // and returns the report, empty when nothing leaked. ok is false on kernels
 // without kmemleak.
 func (m *Machine) Leaks(ctx context.Context) (report string, ok bool, err error) {
-	err = m.Call(ctx, "kmemleak", func(ctx context.Context, a *agent.Client) error {
-		if _, err := a.ReadFile(ctx, kmemleakFile); err != nil {
-			return nil // no kmemleak in this kernel
+	if ok, err = m.Exists(ctx, kmemleakFile); !ok || err != nil {
+		return "", false, err
+	}
+	for range 2 {
+		if err := m.WriteFile(ctx, kmemleakFile, []byte("scan"), 0o644); err != nil {
+			return "", true, err
 		}
-		ok = true
-		for i := 0; i < 2; i++ {
-			if err := a.PutFile(ctx, kmemleakFile, []byte("scan"), 0o644); err != nil {
-				return fmt.Errorf("kmemleak scan: %w", err)
-			}
-		}
-		b, err := a.ReadFile(ctx, kmemleakFile)
-		report = string(b)
-		return err
-	})
-	return report, ok, err
+	}
+	b, err := m.ReadFile(ctx, kmemleakFile)
+	return string(b), true, err
 }

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,7 +21,7 @@ import (
 	"layer45/harness/agent"
 	"layer45/harness/artifacts"
 	"layer45/harness/console"
-	"layer45/harness/initramfs"
+	"layer45/harness/infra"
 	"layer45/harness/qemu"
 	"layer45/vmimages/guest"
 )
@@ -41,6 +40,7 @@ type Machine struct {
 	qemu    *qemu.Cmd
 	console *console.Stream
 	agent   *agent.Client
+	hello   agent.Hello
 	conFile *os.File
 	boots   int
 	taken   int // crash reports a test has claimed with TakeCrashes
@@ -70,7 +70,7 @@ func Start(ctx context.Context, env *Env, ev *artifacts.Dir, logf func(string), 
 	}
 	tmp, err := makePrivateDir(cfg.name)
 	if err != nil {
-		return nil, err
+		return nil, infra.Wrap("guest "+cfg.name, err)
 	}
 	m := &Machine{Name: cfg.name, env: env, cfg: cfg, evidence: ev, logf: logf, tmp: tmp}
 	track(m)
@@ -79,36 +79,6 @@ func Start(ctx context.Context, env *Env, ev *artifacts.Dir, logf func(string), 
 		return nil, err
 	}
 	return m, nil
-}
-
-func (m *Machine) initrd() (string, error) {
-	if len(m.cfg.files) == 0 {
-		return m.env.Image, nil
-	}
-	// The kernel unpacks concatenated cpio archives in order, so the
-	// guest's own files go after the shared image without rebuilding it.
-	extra := initramfs.New()
-	for _, f := range m.cfg.files {
-		extra.AddFile(f.guest, f.host, f.mode)
-	}
-	path := filepath.Join(m.tmp, "initramfs.cpio")
-	out, err := os.Create(path)
-	if err != nil {
-		return "", err
-	}
-	defer out.Close()
-	base, err := os.Open(m.env.Image)
-	if err != nil {
-		return "", err
-	}
-	defer base.Close()
-	if _, err := io.Copy(out, base); err != nil {
-		return "", err
-	}
-	if err := extra.WriteCPIO(out); err != nil {
-		return "", fmt.Errorf("guest %s: extra files: %w", m.Name, err)
-	}
-	return path, out.Close()
 }
 
 func (m *Machine) qemuConfig(initrd string) *qemu.Config {
@@ -150,22 +120,18 @@ func macFor(name string, i int) string {
 }
 
 func (m *Machine) boot(ctx context.Context) error {
-	initrd, err := m.initrd()
-	if err != nil {
-		return err
-	}
-	qc := m.qemuConfig(initrd)
+	qc := m.qemuConfig(m.env.Image)
 	m.boots++
 	suffix := ""
 	if m.boots > 1 {
 		suffix = fmt.Sprintf(".boot%d", m.boots)
 	}
 	if err := m.evidence.WriteFile(m.Name+suffix+".qemu.txt", []byte(qc.CommandLine()+"\n")); err != nil {
-		return err
+		return infra.Wrap("guest "+m.Name+": evidence", err)
 	}
 	conFile, err := m.evidence.Create(m.Name + suffix + ".console.txt")
 	if err != nil {
-		return err
+		return infra.Wrap("guest "+m.Name+": evidence", err)
 	}
 	start := time.Now()
 	stream := console.NewStream(m.Name,
@@ -186,12 +152,12 @@ func (m *Machine) boot(ctx context.Context) error {
 	release, err := bootSlot(ctx, m.env)
 	if err != nil {
 		conFile.Close()
-		return err
+		return m.failure("boot", err, false)
 	}
 	defer release()
 	if err := q.Start(); err != nil {
 		conFile.Close()
-		return err
+		return infra.Wrap("guest "+m.Name+": start QEMU", err)
 	}
 	m.mu.Lock()
 	m.qemu, m.console, m.conFile = q, stream, conFile
@@ -202,10 +168,11 @@ func (m *Machine) boot(ctx context.Context) error {
 	defer cancel()
 	a, err := m.connect(bootCtx, q, qc.AgentSocket)
 	if err != nil {
-		return m.failure("boot", err)
+		return m.failure("boot", err, true)
 	}
 	m.mu.Lock()
 	m.agent = a
+	m.hello = a.Hello()
 	m.booted = time.Now()
 	m.bootTook = time.Since(start)
 	m.mu.Unlock()
@@ -219,15 +186,8 @@ func (m *Machine) boot(ctx context.Context) error {
 // connect dials the agent's socket (QEMU creates it as it starts) and waits
 // for its hello, failing early if QEMU exits.
 func (m *Machine) connect(ctx context.Context, q *qemu.Cmd, sock string) (*agent.Client, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := untilExit(ctx, 0, q)
 	defer cancel()
-	go func() {
-		select {
-		case <-q.Done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	var conn net.Conn
 	for {
 		c, err := net.Dial("unix", sock)
@@ -252,6 +212,24 @@ func (m *Machine) connect(ctx context.Context, q *qemu.Cmd, sock string) (*agent
 	return a, nil
 }
 
+// untilExit is ctx bounded by d (when not 0) and ended when QEMU exits.
+func untilExit(ctx context.Context, d time.Duration, q *qemu.Cmd) (context.Context, context.CancelFunc) {
+	var cancel context.CancelFunc
+	if d > 0 {
+		ctx, cancel = context.WithTimeout(ctx, d)
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	go func() {
+		select {
+		case <-q.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // whyDone explains why a wait for the guest ended: QEMU exited (and how),
 // or the deadline passed.
 func (m *Machine) whyDone(ctx context.Context, what string) error {
@@ -260,36 +238,35 @@ func (m *Machine) whyDone(ctx context.Context, what string) error {
 	m.mu.Unlock()
 	if q != nil {
 		if exited, err := q.Exited(); exited {
-			return fmt.Errorf("%s: QEMU exited (%v)", what, err)
+			return fmt.Errorf("%s: QEMU exited (%v): %w", what, err, ErrStopped)
 		}
 	}
 	return fmt.Errorf("%s: %w", what, ctx.Err())
 }
 
-// failure wraps err with what a person needs to see: crash titles and the
+// failure is err as a *GuestError with what a person needs to see: crash
+// titles and, when the guest stopped answering or never came up, the
 // console's last lines.
-func (m *Machine) failure(op string, err error) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "guest %s: %s: %v", m.Name, op, err)
+func (m *Machine) failure(op string, err error, withConsole bool) error {
 	m.mu.Lock()
-	crashes := append([]console.Report(nil), m.crashes...)
+	e := &GuestError{Guest: m.Name, Op: op, Err: err, Evidence: m.evidence.Path()}
+	for _, c := range m.crashes {
+		e.Crashes = append(e.Crashes, c.Title)
+	}
 	stream := m.console
 	m.mu.Unlock()
-	for _, c := range crashes {
-		fmt.Fprintf(&b, "\nkernel crash: %s", c.Title)
+	if withConsole && stream != nil {
+		e.Console = stream.Tail(25)
 	}
-	if stream != nil {
-		fmt.Fprintf(&b, "\nlast console lines:\n  %s", strings.Join(stream.Tail(25), "\n  "))
-	}
-	fmt.Fprintf(&b, "\nevidence: %s", m.evidence.Path())
-	return errors.New(b.String())
+	return e
 }
 
-// Agent is the guest's agent client.
-func (m *Machine) Agent() *agent.Client {
+// Hello is what the guest's agent said when it came up at the last boot:
+// kernel release and the outcome of every boot step.
+func (m *Machine) Hello() agent.Hello {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.agent
+	return m.hello
 }
 
 // BootTime is how long the last boot took from QEMU start to agent ready.
@@ -338,55 +315,33 @@ func (m *Machine) Exited() bool {
 	return done
 }
 
-// Exec runs a program in the guest. A zero Timeout means the default
-// command deadline scaled to this machine's speed. An error means the
-// guest did not answer; a program that failed is a Result with its exit code.
-func (m *Machine) Exec(ctx context.Context, cmd agent.Cmd) (*agent.Result, error) {
-	if cmd.Timeout == 0 {
-		cmd.Timeout = Scale(DefaultCommandTimeout)
-	}
-	// The agent needs a moment beyond the program's own deadline to kill
-	// it and answer.
-	cctx, cancel := m.callContext(ctx, cmd.Timeout+Scale(5*time.Second))
-	defer cancel()
-	r, err := m.Agent().Run(cctx, cmd)
-	if err != nil {
-		return nil, m.failure("run "+strings.Join(cmd.Argv, " "), err)
-	}
-	return r, nil
-}
-
-// callContext bounds an agent call by d and by the guest's life.
-func (m *Machine) callContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(ctx, d)
+// do runs one agent operation bounded by d (0: the scaled default command
+// deadline) and by the guest's life. Every failure is a *GuestError; one
+// where the guest did not answer in time carries its console.
+func (m *Machine) do(ctx context.Context, op string, d time.Duration, f func(ctx context.Context, a *agent.Client) error) error {
 	m.mu.Lock()
-	q := m.qemu
+	a, q := m.agent, m.qemu
 	m.mu.Unlock()
-	if q == nil {
-		return ctx, cancel
+	if a == nil || q == nil {
+		return m.failure(op, ErrStopped, false)
 	}
-	go func() {
-		select {
-		case <-q.Done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
-}
-
-// Call runs an agent operation bounded by the scaled default deadline and
-// the guest's life, wrapping a failure with the guest's console.
-func (m *Machine) Call(ctx context.Context, op string, f func(ctx context.Context, a *agent.Client) error) error {
-	cctx, cancel := m.callContext(ctx, Scale(DefaultCommandTimeout))
+	if d == 0 {
+		d = Scale(DefaultCommandTimeout)
+	}
+	cctx, cancel := untilExit(ctx, d, q)
 	defer cancel()
-	if err := f(cctx, m.Agent()); err != nil {
-		if cctx.Err() != nil {
-			return m.failure(op, fmt.Errorf("guest stopped answering: %w", err))
+	err := f(cctx, a)
+	switch {
+	case err == nil:
+		return nil
+	case cctx.Err() != nil:
+		if exited, qerr := q.Exited(); exited {
+			return m.failure(op, fmt.Errorf("QEMU exited (%v) during the call: %w", qerr, errors.Join(ErrStopped, err)), true)
 		}
-		return fmt.Errorf("guest %s: %s: %w", m.Name, op, err)
+		return m.failure(op, fmt.Errorf("guest stopped answering: %w", err), true)
+	default:
+		return m.failure(op, err, false)
 	}
-	return nil
 }
 
 // Reboot powers the guest off and boots it again with the same settings
@@ -398,20 +353,17 @@ func (m *Machine) Reboot(ctx context.Context) error {
 
 // saveEvidence writes what the guest can still tell about itself.
 func (m *Machine) saveEvidence(ctx context.Context) {
-	a := m.Agent()
-	if a == nil || m.Exited() {
+	if m.Exited() {
 		return
 	}
-	cctx, cancel := m.callContext(ctx, Scale(10*time.Second))
-	defer cancel()
-	if recs, _, err := a.KernelLog(cctx, 0); err == nil {
+	if recs, _, err := m.KernelLog(ctx, 0); err == nil {
 		var b strings.Builder
 		for _, r := range recs {
 			fmt.Fprintf(&b, "[%5d.%06d] %s\n", r.Usec/1e6, r.Usec%1e6, r.Text)
 		}
 		m.evidence.WriteFile(m.Name+".dmesg.txt", []byte(b.String()))
 	}
-	if tr, err := a.ReadFile(cctx, "/sys/kernel/tracing/trace"); err == nil && len(tr) > 0 {
+	if tr, err := m.ReadFile(ctx, "/sys/kernel/tracing/trace"); err == nil && len(tr) > 0 {
 		m.evidence.WriteFile(m.Name+".trace.txt", tr)
 	}
 }

@@ -1,8 +1,6 @@
 package vm
 
 import (
-	"os"
-
 	"layer45/harness/kernels"
 	"layer45/vmimages/guest"
 )
@@ -17,7 +15,6 @@ type config struct {
 	nics       []nicConfig
 	disks      []diskConfig
 	mounts     []guest.Mount
-	files      []fileConfig
 }
 
 type nicConfig struct {
@@ -30,19 +27,11 @@ type diskConfig struct {
 	readOnly bool
 }
 
-type fileConfig struct {
-	guest, host string
-	mode        os.FileMode
-}
-
 // Option sets up a guest.
 type Option func(*config)
 
 // WithName names the guest in logs and evidence (default: guest<N>).
 func WithName(name string) Option { return func(c *config) { c.name = name } }
-
-// WithKernel boots k instead of the environment's kernel.
-func WithKernel(k *kernels.Kernel) Option { return func(c *config) { c.kernel = k } }
 
 // WithMemory sets the guest's memory (default 1024 MiB: the initramfs with
 // dig's libraries is about 80 MiB and unpacks into RAM).
@@ -71,10 +60,4 @@ func WithDisk(path string, readOnly bool) Option {
 // autoload, so a persistent disk can hold the customizations folder.
 func WithMount(dev, dir, fstype string) Option {
 	return func(c *config) { c.mounts = append(c.mounts, guest.Mount{Dev: dev, Dir: dir, FSType: fstype}) }
-}
-
-// WithFile puts the host file at guestPath in the guest's initramfs, so it
-// is there from the first instruction (modules to autoload, say).
-func WithFile(guestPath, hostPath string, mode os.FileMode) Option {
-	return func(c *config) { c.files = append(c.files, fileConfig{guest: guestPath, host: hostPath, mode: mode}) }
 }

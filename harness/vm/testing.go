@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 
 	"layer45/harness/agent"
 	"layer45/harness/artifacts"
+	"layer45/harness/infra"
 	"layer45/harness/link"
 )
 
@@ -26,9 +28,25 @@ func RequireGuests(t testing.TB) *Env {
 	}
 	env, err := DefaultEnv(context.Background())
 	if err != nil {
-		t.Fatalf("cannot prepare guests: %v", err)
+		fatal(t, err)
 	}
 	return env
+}
+
+// attr records a test attribute; values are one line.
+func attr(t testing.TB, key, value string) {
+	t.Attr(key, strings.Join(strings.Fields(value), " "))
+}
+
+// fatal fails t with err, marking an infrastructure failure as such.
+func fatal(t testing.TB, err error) {
+	t.Helper()
+	var ie *infra.Error
+	if errors.As(err, &ie) {
+		attr(t, artifacts.AttrInfra, ie.Error())
+		t.Fatalf("infrastructure failure (not a verdict on Layer 4.5): %v", err)
+	}
+	t.Fatalf("%v", err)
 }
 
 var (
@@ -47,7 +65,7 @@ func Evidence(t testing.TB) *artifacts.Dir {
 	}
 	d, err := artifacts.New(t.Name())
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatal(t, infra.Wrap("evidence folder", err))
 	}
 	evidenceDir[t] = d
 	t.Cleanup(func() {
@@ -55,7 +73,7 @@ func Evidence(t testing.TB) *artifacts.Dir {
 		delete(evidenceDir, t)
 		evidenceMu.Unlock()
 		if kept := d.Finish(t.Failed()); kept != "" && t.Failed() {
-			t.Logf("evidence: %s", kept)
+			attr(t, artifacts.AttrEvidence, kept)
 		}
 	})
 	return d
@@ -86,8 +104,9 @@ func Boot(t testing.TB, opts ...Option) *Machine {
 	m, err := Start(ctx, env, ev, func(line string) { t.Log(line) }, opts...)
 	if err != nil {
 		cancel()
-		t.Fatalf("%v", err)
+		fatal(t, err)
 	}
+	attr(t, artifacts.AttrKernel, m.Kernel().Release)
 	t.Cleanup(func() {
 		defer cancel()
 		// On debug kernels every test ends with a leak scan (contract R2).
@@ -104,6 +123,7 @@ func Boot(t testing.TB, opts ...Option) *Machine {
 		}
 		m.shutdown(ctx)
 		for _, c := range m.untakenCrashes() {
+			attr(t, artifacts.AttrCrash, c.Title)
 			t.Errorf("guest %s: kernel crash: %s\n  %s\nevidence: %s", m.Name, c.Title,
 				strings.Join(c.Lines, "\n  "), ev.Path())
 		}
@@ -130,30 +150,14 @@ func MeasureSlowdown(ctx context.Context, m *Machine) (float64, error) {
 	}
 	host := time.Since(start)
 	start = time.Now()
-	cctx, cancel := m.callContext(ctx, 5*time.Minute)
-	defer cancel()
-	r, err := m.Agent().Run(cctx, agent.Cmd{Argv: []string{"/bin/sh", "-c", slowdownLoop}, Timeout: 4 * time.Minute})
+	r, err := m.Exec(ctx, agent.Cmd{Argv: []string{"/bin/sh", "-c", slowdownLoop}, Timeout: 4 * time.Minute})
 	if err != nil {
-		return 0, m.failure("speed measurement", err)
+		return 0, err
 	}
 	if r.ExitCode != 0 {
 		return 0, fmt.Errorf("guest speed loop exited %d: %s", r.ExitCode, r.Stderr)
 	}
 	return float64(time.Since(start)) / float64(host), nil
-}
-
-// MustRun runs argv in the guest and returns its standard output, failing t
-// when the guest does not answer or the program exits non-zero.
-func (m *Machine) MustRun(t testing.TB, argv ...string) string {
-	t.Helper()
-	r, err := m.Exec(context.Background(), agent.Cmd{Argv: argv})
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	if err := r.Err(); err != nil {
-		t.Fatalf("guest %s: %v", m.Name, err)
-	}
-	return string(r.Stdout)
 }
 
 // Link is an Ethernet segment shared by guests, captured to a pcap.
@@ -168,13 +172,13 @@ func NewLink(t testing.TB, name string) *Link {
 	ev := Evidence(t)
 	dir, err := makePrivateDir("link-" + name)
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatal(t, infra.Wrap("link "+name, err))
 	}
 	pcap := ev.File(name + ".pcap")
 	h, err := link.Listen(filepath.Join(dir, "hub.sock"), pcap)
 	if err != nil {
 		os.RemoveAll(dir)
-		t.Fatalf("%v", err)
+		fatal(t, infra.Wrap("link "+name, err))
 	}
 	t.Cleanup(func() {
 		h.Close()

@@ -3,6 +3,7 @@ package vm_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"syscall"
@@ -27,6 +28,34 @@ func TestBootOneGuestAndRunACommand(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 3, r.ExitCode)
 	require.Equal(t, "oops\n", string(r.Stderr))
+
+	// Errors keep their kind through the Machine: a missing file is
+	// fs.ErrNotExist and the agent's own error, a non-zero exit the
+	// program's, a refused module load the kernel's errno.
+	_, err = g.ReadFile(context.Background(), "/no/such/file")
+	var ge *vm.GuestError
+	require.ErrorAs(t, err, &ge)
+	require.Equal(t, "solo", ge.Guest)
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	var ae *agent.AgentError
+	require.ErrorAs(t, err, &ae)
+	_, err = g.Run(context.Background(), "/bin/false")
+	var ee *agent.ExitError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, 1, ee.Result.ExitCode)
+	err = g.UnloadModule(context.Background(), "no_such_module")
+	var me *agent.ModuleError
+	require.ErrorAs(t, err, &me)
+	require.ErrorIs(t, err, syscall.ENOENT)
+	there, err := g.Exists(context.Background(), "/init")
+	require.NoError(t, err)
+	require.True(t, there)
+
+	// After power-off every call says so, as ErrStopped; none panics.
+	require.NoError(t, g.Close())
+	_, err = g.Run(context.Background(), "/bin/true")
+	require.ErrorIs(t, err, vm.ErrStopped)
+	require.ErrorAs(t, err, &ge)
 }
 
 // pair boots a server and a client on one link.
@@ -41,21 +70,21 @@ func TestTwoGuestsExchangeUDPAndTCPAndDNS(t *testing.T) {
 	lan, server, client := pair(t)
 	ctx := context.Background()
 
-	_, err := server.Start(ctx, traffic.Server{Proto: "udp", Listen: "10.0.0.20:7000", Prefix: "echo:"}.Args()...)
+	_, err := server.Spawn(ctx, traffic.Server{Proto: "udp", Listen: "10.0.0.20:7000", Prefix: "echo:"}.Args()...)
 	require.NoError(t, err)
-	_, err = server.Start(ctx, traffic.Server{Proto: "tcp", Listen: "10.0.0.20:7001", Prefix: "echo:"}.Args()...)
+	_, err = server.Spawn(ctx, traffic.Server{Proto: "tcp", Listen: "10.0.0.20:7001", Prefix: "echo:"}.Args()...)
 	require.NoError(t, err)
-	_, err = server.Start(ctx, "/usr/sbin/dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+	_, err = server.Spawn(ctx, "/usr/sbin/dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
 		"--user=root", "--listen-address=10.0.0.20", "--bind-interfaces", "--log-queries", "--log-facility=-",
 		"--address=/probe.layer45.test/10.9.8.7")
 	require.NoError(t, err)
-	server.WaitListening(t, "udp", 7000)
-	server.WaitListening(t, "tcp", 7001)
-	server.WaitListening(t, "udp", 53)
+	server.MustWaitListening(t, "udp", 7000)
+	server.MustWaitListening(t, "tcp", 7001)
+	server.MustWaitListening(t, "udp", 53)
 
 	for _, proto := range []string{"udp", "tcp"} {
 		port := map[string]string{"udp": "7000", "tcp": "7001"}[proto]
-		r := client.Traffic(t, traffic.Client{Proto: proto, To: "10.0.0.20:" + port, Messages: []string{"ping-" + proto}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
+		r := client.MustTraffic(t, traffic.Client{Proto: proto, To: "10.0.0.20:" + port, Messages: []string{"ping-" + proto}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
 		require.Equal(t, []string{"echo:ping-" + proto}, r.Received(), proto)
 	}
 
@@ -79,7 +108,7 @@ func TestKernelCrashFailsTheOwningTestWithItsTitle(t *testing.T) {
 		{"warn", "WARNING", "crash_test"},
 		{"null", "null deref", "crash_test"},
 	} {
-		err := g.LoadModule(t, mods, "crash_test", "mode="+tc.mode)
+		err := g.LoadModule(context.Background(), mods, "crash_test", "mode="+tc.mode)
 		_ = err // a module that oopses in init fails to load; the verdict is what matters
 		var got []string
 		require.Eventually(t, func() bool {
@@ -129,7 +158,7 @@ func TestUnclaimedCrashFailsTheTestAndKeepsEvidence(t *testing.T) {
 	// A deliberate oops from user space: the kernel's sysrq crash handler
 	// is not enabled in every config, so use the test module.
 	mods := vm.RequireModules(t, g)
-	g.LoadModule(t, mods, "crash_test", "mode=warn")
+	g.LoadModule(context.Background(), mods, "crash_test", "mode=warn")
 	require.Eventually(t, func() bool { return len(g.Crashes()) > 0 }, vm.Scale(10*time.Second), 100*time.Millisecond)
 	ev := g.Evidence().Path()
 	rec.runCleanups()
@@ -150,7 +179,10 @@ func TestHungGuestIsAFailureWithItsConsoleNotAHang(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	_, err := g.Exec(ctx, agent.Cmd{Argv: []string{"/bin/true"}})
-	require.Error(t, err)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var ge *vm.GuestError
+	require.ErrorAs(t, err, &ge)
+	require.NotEmpty(t, ge.Console, "a guest that stopped answering is reported with its console")
 	require.Less(t, time.Since(start), 30*time.Second, "the deadline must bound the wait")
 	msg := err.Error()
 	require.Contains(t, msg, "guest frozen")

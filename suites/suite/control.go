@@ -45,7 +45,7 @@ func StartLive(t testing.TB, m *vm.Machine, c traffic.Client) *Live {
 		t.Fatalf("StartLive: no messages")
 	}
 	c.SyncDir = fmt.Sprintf("/tmp/l45sync-%d", liveSeq.Add(1))
-	proc, err := m.Start(context.Background(), c.Args()...)
+	proc, err := m.Spawn(context.Background(), c.Args()...)
 	if err != nil {
 		t.Fatalf("start live client: %v", err)
 	}
@@ -72,15 +72,11 @@ func (l *Live) Ready(t testing.TB) {
 			t.Fatalf("live client ended before message %d: exit %d, stdout %q, stderr %q",
 				l.next, l.res.ExitCode, l.res.Stdout, l.res.Stderr)
 		}
-		var err error
-		callErr := l.m.Call(context.Background(), "stat "+file, func(ctx context.Context, a *agent.Client) error {
-			_, err = a.ReadFile(ctx, file)
-			return nil
-		})
-		if callErr != nil {
-			t.Fatalf("%v", callErr)
+		there, err := l.m.Exists(context.Background(), file)
+		if err != nil {
+			t.Fatalf("%v", err)
 		}
-		return err == nil
+		return there
 	})
 }
 
@@ -102,11 +98,7 @@ func (l *Live) exited() bool {
 func (l *Live) Go(t testing.TB) {
 	t.Helper()
 	file := traffic.GoFile(l.dir, l.next)
-	if err := l.m.Call(context.Background(), "put "+file, func(ctx context.Context, a *agent.Client) error {
-		return a.PutFile(ctx, file, nil, 0o644)
-	}); err != nil {
-		t.Fatalf("%v", err)
-	}
+	l.m.MustWriteFile(t, file, nil, 0o644)
 	l.next++
 }
 
@@ -165,9 +157,9 @@ func (l *Live) Kill(t testing.TB) {
 // refusal; a module that loads fails t (and is unloaded again).
 func LoadError(t testing.TB, p *Pair, m *vm.Machine, module string, params Params) *agent.ModuleError {
 	t.Helper()
-	err := m.LoadModule(t, p.Mods, module, params.String())
+	err := m.LoadModule(context.Background(), p.Mods, module, params.String())
 	if err == nil {
-		m.UnloadModule(t, module)
+		m.UnloadModule(context.Background(), module)
 		t.Fatalf("guest %s: insmod %s %s succeeded; it must be refused", m.Name, module, params)
 	}
 	var me *agent.ModuleError
@@ -181,9 +173,7 @@ func LoadError(t testing.TB, p *Pair, m *vm.Machine, module string, params Param
 // failing t if it is refused.
 func Unload(t testing.TB, m *vm.Machine, module string) {
 	t.Helper()
-	if err := m.UnloadModule(t, module); err != nil {
-		t.Fatalf("guest %s: rmmod %s: %v", m.Name, module, err)
-	}
+	m.MustUnloadModule(t, module)
 }
 
 // Raw sends one control request through l45ctl with flags (-raw, -nobody)

@@ -38,7 +38,7 @@ type Echo struct {
 func (p *Pair) StartEcho(t testing.TB, proto string, port int, prefix string) *Echo {
 	t.Helper()
 	s := traffic.Server{Proto: proto, Listen: fmt.Sprintf("%s:%d", ServerIP, port), Prefix: prefix}
-	proc, err := p.Server.Start(context.Background(), s.Args()...)
+	proc, err := p.Server.Spawn(context.Background(), s.Args()...)
 	if err != nil {
 		t.Fatalf("start echo server %s/%d: %v", proto, port, err)
 	}
@@ -48,7 +48,7 @@ func (p *Pair) StartEcho(t testing.TB, proto string, port int, prefix string) *E
 			e.proc.Stop(context.Background())
 		}
 	})
-	p.Server.WaitListening(t, proto, port)
+	p.Server.MustWaitListening(t, proto, port)
 	return e
 }
 
@@ -94,7 +94,7 @@ func (e *Echo) Data(t testing.TB) []string {
 func (p *Pair) Barrier(t testing.TB, marker *Echo) {
 	t.Helper()
 	msg := "barrier-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	rep := p.Client.Traffic(t, traffic.Client{Proto: "udp", To: marker.Addr(), Messages: []string{msg},
+	rep := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: marker.Addr(), Messages: []string{msg},
 		Recv: true, Timeout: vm.Scale(5 * time.Second)})
 	got := rep.Received()
 	if len(got) != 1 || !strings.HasSuffix(got[0], msg) {
@@ -227,13 +227,7 @@ func LogSince(t testing.TB, m *vm.Machine, cursor uint64) []string {
 
 func kernelLog(t testing.TB, m *vm.Machine, since uint64) ([]string, uint64) {
 	t.Helper()
-	var recs []agent.LogRecord
-	next := since
-	err := m.Call(context.Background(), "read kernel log", func(ctx context.Context, a *agent.Client) error {
-		var err error
-		recs, next, err = a.KernelLog(ctx, since)
-		return err
-	})
+	recs, next, err := m.KernelLog(context.Background(), since)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}

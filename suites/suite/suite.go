@@ -89,7 +89,7 @@ func (p *Pair) Load(t testing.TB, m *vm.Machine, module string, params Params) {
 		if m.Exited() {
 			return
 		}
-		if err := m.UnloadModule(t, module); err != nil {
+		if err := m.UnloadModule(context.Background(), module); err != nil {
 			t.Errorf("guest %s: unload %s: %v", m.Name, module, err)
 		}
 	})
@@ -109,7 +109,7 @@ func Report(t testing.TB, m *vm.Machine) *control.Report {
 // DNSAnswer over UDP and TCP, and stops it when t ends.
 func (p *Pair) StartDnsmasq(t testing.TB) {
 	t.Helper()
-	proc, err := p.Server.Start(context.Background(), "/usr/sbin/dnsmasq", "--keep-in-foreground",
+	proc, err := p.Server.Spawn(context.Background(), "/usr/sbin/dnsmasq", "--keep-in-foreground",
 		"--no-resolv", "--no-hosts", "--user=root", "--group=root", "--listen-address="+ServerIP,
 		"--bind-interfaces", "--log-queries", "--log-facility=-",
 		"--address=/"+DNSName+"/"+DNSAnswer)

@@ -59,41 +59,31 @@ func (c Client) Args() []string {
 	for _, m := range c.Messages {
 		a = append(a, "-msg", m)
 	}
-	add := func(flag string, v int) {
+	num := func(flag string, v int) {
 		if v != 0 {
 			a = append(a, flag, strconv.Itoa(v))
 		}
 	}
-	add("-segments", c.Segments)
-	add("-recv-buf", c.RecvBuf)
-	add("-recv-segs", c.RecvSegs)
-	add("-extra-recv", c.ExtraRecv)
-	if c.Recv {
-		a = append(a, "-recv")
+	num("-segments", c.Segments)
+	num("-recv-buf", c.RecvBuf)
+	num("-recv-segs", c.RecvSegs)
+	num("-extra-recv", c.ExtraRecv)
+	for _, f := range []struct {
+		flag string
+		on   bool
+	}{{"-recv", c.Recv}, {"-connect", c.Connect}, {"-nonblock", c.NonBlock}} {
+		if f.on {
+			a = append(a, f.flag)
+		}
 	}
-	if c.Connect {
-		a = append(a, "-connect")
-	}
-	if c.NonBlock {
-		a = append(a, "-nonblock")
-	}
-	if c.Timeout != 0 {
-		a = append(a, "-timeout", c.Timeout.String())
-	}
-	if c.ThreadName != "" {
-		a = append(a, "-thread-name", c.ThreadName)
-	}
-	if c.PauseBefore != 0 {
-		a = append(a, "-pause", c.PauseBefore.String())
+	for _, f := range [][2]string{{"-timeout", durationFlag(c.Timeout)}, {"-thread-name", c.ThreadName},
+		{"-pause", durationFlag(c.PauseBefore)}, {"-interval", durationFlag(c.Interval)}, {"-sync", c.SyncDir}} {
+		if f[1] != "" {
+			a = append(a, f[0], f[1])
+		}
 	}
 	if c.Drain {
 		a = append(a, "-drain")
-	}
-	if c.Interval != 0 {
-		a = append(a, "-interval", c.Interval.String())
-	}
-	if c.SyncDir != "" {
-		a = append(a, "-sync", c.SyncDir)
 	}
 	return a
 }
@@ -131,6 +121,14 @@ func (a AcceptProbe) Args() []string {
 		args = append(args, "-timeout", a.Timeout.String())
 	}
 	return args
+}
+
+// durationFlag is d as a flag value, empty for 0 (flag left out).
+func durationFlag(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 // Op is one system call's outcome.

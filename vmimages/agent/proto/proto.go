@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 )
 
@@ -57,7 +58,6 @@ const (
 	VerbRmmod    = "rmmod"
 	VerbKlog     = "klog"
 	VerbSync     = "sync"
-	VerbReboot   = "reboot"
 	VerbPowerOff = "poweroff"
 )
 
@@ -349,4 +349,40 @@ func (f *FrameReader) Next() ([]byte, error) {
 		}
 		return line, nil
 	}
+}
+
+// File mode bits as put carries them: the Unix permission bits plus setuid
+// (04000), setgid (02000) and sticky (01000), whatever os.FileMode's own
+// encoding of those is.
+const (
+	modeSetuid = 0o4000
+	modeSetgid = 0o2000
+	modeSticky = 0o1000
+)
+
+var specialModes = []struct {
+	bit  uint32
+	mode os.FileMode
+}{{modeSetuid, os.ModeSetuid}, {modeSetgid, os.ModeSetgid}, {modeSticky, os.ModeSticky}}
+
+// ModeBits converts an os.FileMode to the bits put carries.
+func ModeBits(mode os.FileMode) uint32 {
+	m := uint32(mode.Perm())
+	for _, s := range specialModes {
+		if mode&s.mode != 0 {
+			m |= s.bit
+		}
+	}
+	return m
+}
+
+// FileMode converts the bits put carries to an os.FileMode.
+func FileMode(m uint32) os.FileMode {
+	mode := os.FileMode(m & 0o777)
+	for _, s := range specialModes {
+		if m&s.bit != 0 {
+			mode |= s.mode
+		}
+	}
+	return mode
 }

@@ -256,139 +256,135 @@ func toProtoError(err error) *proto.Error {
 func (s *Server) dispatch(req proto.Request) (result any, after func(), err error) {
 	switch req.Verb {
 	case proto.VerbHello:
-		h := s.helloResponse(req.ID)
-		return h.Result, nil, nil
+		return s.helloResponse(req.ID).Result, nil, nil
 	case proto.VerbPing:
 		return nil, nil, nil
 	case proto.VerbRun:
-		var a proto.RunArgs
-		if err := decode(req, &a); err != nil {
-			return nil, nil, err
-		}
-		p, err := s.spawn(a)
-		if err != nil {
-			return nil, nil, execError(err)
-		}
-		r, _ := waitProc(p, 0)
-		return r, nil, nil
+		return handle(req, s.run)
 	case proto.VerbStart:
-		var a proto.RunArgs
-		if err := decode(req, &a); err != nil {
-			return nil, nil, err
-		}
-		p, err := s.spawn(a)
-		if err != nil {
-			return nil, nil, execError(err)
-		}
-		s.mu.Lock()
-		s.nextHandle++
-		h := s.nextHandle
-		s.procs[h] = p
-		s.mu.Unlock()
-		return proto.StartResult{Handle: h, Pid: p.pid}, nil, nil
+		return handle(req, s.start)
 	case proto.VerbWait:
-		var a proto.WaitArgs
-		if err := decode(req, &a); err != nil {
-			return nil, nil, err
-		}
-		p, err := s.proc(a.Handle)
-		if err != nil {
-			return nil, nil, err
-		}
-		r, err := waitProc(p, a.Timeout)
-		if err != nil {
-			return nil, nil, err
-		}
-		s.forget(a.Handle)
-		return r, nil, nil
+		return handle(req, s.wait)
 	case proto.VerbSignal:
-		var a proto.SignalArgs
-		if err := decode(req, &a); err != nil {
-			return nil, nil, err
-		}
-		p, err := s.proc(a.Handle)
-		if err != nil {
-			return nil, nil, err
-		}
-		sig, err := parseSignal(a.Signal)
-		if err != nil {
-			return nil, nil, badArgs("signal: %v", err)
-		}
-		select {
-		case <-p.done:
-		default:
-			if err := unix.Kill(-p.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
-				return nil, nil, fmt.Errorf("kill process group %d with %s: %w", p.pid, unix.SignalName(sig), err)
-			}
-		}
-		r, err := waitProc(p, a.Timeout)
-		if err != nil {
-			return nil, nil, err
-		}
-		s.forget(a.Handle)
-		return r, nil, nil
+		return handle(req, s.signal)
 	case proto.VerbPut:
-		var a proto.PutArgs
-		if err := decode(req, &a); err != nil {
-			return nil, nil, err
-		}
-		return nil, nil, s.put(a)
+		return handle(req, func(a proto.PutArgs) (any, error) { return nil, s.put(a) })
 	case proto.VerbGet:
-		var a proto.GetArgs
-		if err := decode(req, &a); err != nil {
-			return nil, nil, err
-		}
-		r, err := s.get(a)
-		return r, nil, err
+		return handle(req, s.get)
 	case proto.VerbInsmod:
-		var a proto.InsmodArgs
-		if err := decode(req, &a); err != nil {
-			return nil, nil, err
-		}
-		if a.Path == "" {
-			return nil, nil, badArgs("insmod: no path")
-		}
-		r, err := s.moduleOp("insmod", a.Path, func() error { return s.kernel.LoadModule(a.Path, a.Params) })
-		return r, nil, err
+		return handle(req, s.insmod)
 	case proto.VerbRmmod:
-		var a proto.RmmodArgs
-		if err := decode(req, &a); err != nil {
-			return nil, nil, err
-		}
-		if a.Name == "" {
-			return nil, nil, badArgs("rmmod: no module name")
-		}
-		r, err := s.moduleOp("rmmod", a.Name, func() error { return s.kernel.UnloadModule(a.Name, a.Flags) })
-		return r, nil, err
+		return handle(req, s.rmmod)
 	case proto.VerbKlog:
-		var a proto.KlogArgs
-		if len(req.Args) > 0 {
-			if err := decode(req, &a); err != nil {
-				return nil, nil, err
-			}
+		if len(req.Args) == 0 { // every argument is optional
+			req.Args = []byte("{}")
 		}
-		r, err := s.klog(a)
-		return r, nil, err
+		return handle(req, s.klog)
 	case proto.VerbSync:
 		s.kernel.Sync()
 		return nil, nil, nil
-	case proto.VerbReboot, proto.VerbPowerOff:
-		cmd, what := unix.LINUX_REBOOT_CMD_RESTART, "rebooting"
-		if req.Verb == proto.VerbPowerOff {
-			cmd, what = unix.LINUX_REBOOT_CMD_POWER_OFF, "powering off"
-		}
+	case proto.VerbPowerOff:
+		// Guests run under QEMU's -no-reboot: powering off is the only
+		// way out, and the host boots a new QEMU when it wants a reboot.
 		s.kernel.Sync()
 		return nil, func() {
-			s.logf("%s as asked by the host", what)
+			s.logf("powering off as asked by the host")
 			time.Sleep(s.rebootDelay)
 			s.kernel.Sync()
-			if err := s.kernel.Reboot(cmd); err != nil {
-				s.logf("%s failed: %v", what, err)
+			if err := s.kernel.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+				s.logf("powering off failed: %v", err)
 			}
 		}, nil
 	default:
 		return nil, nil, &proto.Error{Code: proto.CodeUnknownVerb, Message: fmt.Sprintf("unknown verb %q", req.Verb)}
 	}
+}
+
+// handle decodes req's arguments for a verb's handler and runs it.
+func handle[A, R any](req proto.Request, f func(A) (R, error)) (any, func(), error) {
+	var a A
+	if err := decode(req, &a); err != nil {
+		return nil, nil, err
+	}
+	r, err := f(a)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, nil, nil
+}
+
+func (s *Server) run(a proto.RunArgs) (*proto.RunResult, error) {
+	p, err := s.spawn(a)
+	if err != nil {
+		return nil, execError(err)
+	}
+	r, _ := waitProc(p, 0)
+	return r, nil
+}
+
+func (s *Server) start(a proto.RunArgs) (proto.StartResult, error) {
+	p, err := s.spawn(a)
+	if err != nil {
+		return proto.StartResult{}, execError(err)
+	}
+	s.mu.Lock()
+	s.nextHandle++
+	h := s.nextHandle
+	s.procs[h] = p
+	s.mu.Unlock()
+	return proto.StartResult{Handle: h, Pid: p.pid}, nil
+}
+
+// finish waits (bounded) for a started process and forgets it once it
+// has ended.
+func (s *Server) finish(handle int, p *proc, timeout time.Duration) (*proto.RunResult, error) {
+	r, err := waitProc(p, timeout)
+	if err != nil {
+		return nil, err
+	}
+	s.forget(handle)
+	return r, nil
+}
+
+func (s *Server) wait(a proto.WaitArgs) (*proto.RunResult, error) {
+	p, err := s.proc(a.Handle)
+	if err != nil {
+		return nil, err
+	}
+	return s.finish(a.Handle, p, a.Timeout)
+}
+
+func (s *Server) signal(a proto.SignalArgs) (*proto.RunResult, error) {
+	p, err := s.proc(a.Handle)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := parseSignal(a.Signal)
+	if err != nil {
+		return nil, badArgs("signal: %v", err)
+	}
+	select {
+	case <-p.done:
+	default:
+		if err := unix.Kill(-p.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+			return nil, fmt.Errorf("kill process group %d with %s: %w", p.pid, unix.SignalName(sig), err)
+		}
+	}
+	return s.finish(a.Handle, p, a.Timeout)
+}
+
+func (s *Server) insmod(a proto.InsmodArgs) (*proto.ModuleResult, error) {
+	if a.Path == "" {
+		return nil, badArgs("insmod: no path")
+	}
+	return s.moduleOp("insmod", a.Path, func() error { return s.kernel.LoadModule(a.Path, a.Params) })
+}
+
+func (s *Server) rmmod(a proto.RmmodArgs) (*proto.ModuleResult, error) {
+	if a.Name == "" {
+		return nil, badArgs("rmmod: no module name")
+	}
+	return s.moduleOp("rmmod", a.Name, func() error { return s.kernel.UnloadModule(a.Name, a.Flags) })
 }
 
 // execError marks a failure to start a program.
@@ -425,7 +421,7 @@ func (s *Server) put(a proto.PutArgs) error {
 	if len(a.Data) > s.maxFile {
 		return badArgs("put %s: %d bytes is more than the limit of %d", a.Path, len(a.Data), s.maxFile)
 	}
-	mode := unixMode(a.Mode)
+	mode := proto.FileMode(a.Mode)
 	if a.Mode == 0 {
 		mode = 0o644
 	}
@@ -450,21 +446,6 @@ func (s *Server) put(a proto.PutArgs) error {
 		}
 	}
 	return f.Close()
-}
-
-// unixMode converts unix permission bits to an os.FileMode.
-func unixMode(m uint32) os.FileMode {
-	mode := os.FileMode(m & 0o777)
-	if m&unix.S_ISUID != 0 {
-		mode |= os.ModeSetuid
-	}
-	if m&unix.S_ISGID != 0 {
-		mode |= os.ModeSetgid
-	}
-	if m&unix.S_ISVTX != 0 {
-		mode |= os.ModeSticky
-	}
-	return mode
 }
 
 // get reads a file to its end: stat sizes of procfs, sysfs and tracefs
