@@ -7,9 +7,13 @@
  *		      transport call and across module callbacks)
  *	  -> sk_lock (taken by TCP/UDP themselves)
  *	  -> l45_sock.slot_lock (per socket: slots, flow completion)
- *	       -> l45_reg_lock (global registry)
  *	       -> l45_cust.count_lock (spinlock: a module's socket count;
  *		  nothing inside but an l45_srcu read section)
+ *	l45_reg_lock (registry; registration and control requests only,
+ *		      never taken on the data path)
+ * l45_srcu read sections (callbacks, matching, reading a module's node)
+ * may be entered under any of these; those inside the mutexes may sleep.
+ * synchronize_srcu() (unregister) runs with no lock held.
  * No spinlock is ever held across a module callback or a transport call.
  */
 #ifndef _L45_H
@@ -46,6 +50,7 @@ enum { L45_SEND = 0, L45_RECV = 1 };
  */
 struct l45_cust {
 	struct list_head list;		/* installed or deprecated; reg lock */
+	struct list_head match;		/* l45_match while installed (RCU) */
 	struct kref ref;		/* registry + sockets + snapshots */
 	struct customization_node *node;	/* l45_srcu, or reg lock if listed */
 	struct customization_flow target;	/* copied at registration */

@@ -13,15 +13,40 @@
 #include <linux/string.h>
 #include <linux/timekeeping.h>
 #include <linux/srcu.h>
+#include <linux/rculist.h>
 #include <linux/in.h>
 #include "l45.h"
 
-/* Protects the three lists, l45_reg_seq and every wrapper's list/flags. */
+/*
+ * Protects the lists, l45_reg_seq and every wrapper's list/flags.  Taken by
+ * registration, unregistration and control requests, never on the data
+ * path: matching a socket walks l45_match under l45_srcu (below).
+ */
 static DEFINE_MUTEX(l45_reg_lock);
 static LIST_HEAD(l45_installed);	/* registration order */
 static LIST_HEAD(l45_deprecated);	/* deprecation order */
 static LIST_HEAD(l45_revoked);		/* oldest first */
 static unsigned int l45_nrevoked;
+
+/*
+ * The installed modules again, in registration order, for matching new
+ * sockets without a global lock (cf. net/ipv4/tcp_ulp.c).  Writers hold
+ * l45_reg_lock and use list_add_tail_rcu()/list_del_rcu(); a wrapper
+ * leaves it when deprecated (for good: R12) or unregistered.  Readers
+ * walk it inside l45_srcu rather than plain RCU because they read each
+ * candidate's priority from the module's node, which only l45_srcu
+ * guards.  The same grace period then protects the wrappers: the
+ * registry's reference is dropped only after unregister's
+ * synchronize_srcu(), so a wrapper a reader finds on the list is alive
+ * and a plain kref_get() is safe, and the last put may kfree() directly.
+ */
+static LIST_HEAD(l45_match);
+
+/*
+ * Sequence number of the latest registration.  Published with
+ * smp_store_release() after the module is on l45_match, so a matcher
+ * that read it (acquire) before walking sees every module up to it.
+ */
 static u64 l45_reg_seq;
 
 /*
@@ -68,6 +93,10 @@ struct l45_revoked_entry {
  */
 DEFINE_SRCU(l45_srcu);
 
+/*
+ * No RCU delay needed: the last reference can only go after unregister's
+ * synchronize_srcu(), when no l45_match reader can still see the wrapper.
+ */
 static void l45_cust_release(struct kref *ref)
 {
 	kfree(container_of(ref, struct l45_cust, ref));
@@ -225,10 +254,15 @@ int l45_order_insert(struct l45_cust **arr, u16 *prio, int n, int max,
  * already attached; on return up to L45_MAX_SLOTS in total, the new ones
  * with a reference taken and counted, and prio[] holding the priority
  * each new one was selected with.  Candidates are the installed (never
- * the deprecated: R12) modules matching the flow, in R14 order.  apply_now_only restricts to modules
- * registered with apply_now after *seen_seq.  The fixed-size candidate
- * array is bounded by the free slots, so a sixth module can never overrun
- * the five slots (contract section 4).
+ * the deprecated: R12) modules matching the flow, in R14 order.
+ * apply_now_only restricts to modules registered with apply_now after
+ * *seen_seq.  The fixed-size candidate array is bounded by the free
+ * slots, so a sixth module can never overrun the five slots (contract
+ * section 4).  Takes no global lock: l45_match is walked inside l45_srcu,
+ * each candidate's priority read once, and registrations, deprecations
+ * or priority changes running meanwhile are either seen or not, as if
+ * they happened after (apply_now registrations are caught on the next
+ * message through *seen_seq).
  */
 int l45_registry_select(const struct customization_flow *flow,
 			struct l45_cust **slots, u16 *prio, int nslots,
@@ -237,11 +271,14 @@ int l45_registry_select(const struct customization_flow *flow,
 	struct l45_cust *cand[L45_MAX_SLOTS];
 	u16 cprio[L45_MAX_SLOTS];
 	int free = L45_MAX_SLOTS - nslots;
-	int ncand = 0, i, j;
+	int ncand = 0, i, j, idx;
 	struct l45_cust *c;
+	u64 seq;
 
-	mutex_lock(&l45_reg_lock);
-	list_for_each_entry(c, &l45_installed, list) {
+	idx = srcu_read_lock(&l45_srcu);
+	seq = smp_load_acquire(&l45_reg_seq);
+	list_for_each_entry_rcu(c, &l45_match, match,
+				srcu_read_lock_held(&l45_srcu)) {
 		if (apply_now_only && (!c->apply_now || c->seq <= *seen_seq))
 			continue;
 		if (!l45_flow_match(&c->target, flow))
@@ -249,19 +286,19 @@ int l45_registry_select(const struct customization_flow *flow,
 		for (i = 0; i < nslots; i++)
 			if (slots[i] == c)
 				break;
-		if (i < nslots)
+		if (i < nslots || !l45_cust_alive(c))
 			continue;
-		/* The registry lock keeps c's node alive (unregister needs it). */
 		ncand = l45_order_insert(cand, cprio, ncand, free, c,
 					 l45_node_prio(c));
 	}
+	/* Still inside l45_srcu: the registry's reference is held. */
 	for (j = 0; j < ncand; j++) {
 		l45_cust_attached(cand[j]);
 		prio[nslots] = cprio[j];
 		slots[nslots++] = cand[j];
 	}
-	*seen_seq = l45_reg_seq;
-	mutex_unlock(&l45_reg_lock);
+	srcu_read_unlock(&l45_srcu, idx);
+	*seen_seq = seq;
 	return nslots;
 }
 
@@ -350,7 +387,7 @@ int register_customization(struct customization_node *node, u16 apply_now)
 		       c->id);
 		goto out_free;
 	}
-	c->seq = ++l45_reg_seq;
+	c->seq = l45_reg_seq + 1;
 	ktime_get_real_ts64(&c->reg_ts);
 	node->registration_time_struct = c->reg_ts;
 	memset(&node->deprecated_time_struct, 0,
@@ -368,6 +405,8 @@ int register_customization(struct customization_node *node, u16 apply_now)
 	INIT_LIST_HEAD(&node->deprecated_cust_list_member);
 	INIT_LIST_HEAD(&node->revoked_cust_list_member);
 	list_add_tail(&c->list, &l45_installed);
+	list_add_tail_rcu(&c->match, &l45_match);
+	smp_store_release(&l45_reg_seq, c->seq);	/* after the list add */
 	if (c->apply_now)
 		WRITE_ONCE(l45_apply_seq, c->seq);
 	mutex_unlock(&l45_reg_lock);
@@ -421,6 +460,8 @@ int unregister_customization(struct customization_node *node)
 		return -ENOENT;
 	}
 	WRITE_ONCE(c->dead, true);
+	if (!c->deprecated)
+		list_del_rcu(&c->match);
 	list_del_init(&c->list);
 	ktime_get_real_ts64(&now);
 	node->revoked_time_struct = now;
@@ -526,6 +567,11 @@ int l45_registry_deprecate(u16 id)
 		c->deprecated = true;
 		ktime_get_real_ts64(&c->dep_ts);
 		c->node->deprecated_time_struct = c->dep_ts;
+		/*
+		 * Matchers already on c may still attach it (as if they ran
+		 * before the deprecation); later ones do not see it.
+		 */
+		list_del_rcu(&c->match);
 		list_move_tail(&c->list, &l45_deprecated);
 		ret = 1;
 		break;
