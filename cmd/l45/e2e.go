@@ -47,7 +47,7 @@ func e2e(ctx context.Context, extra []string) error {
 	if kernel == "" {
 		kernel = "default kernel, debian:" + kernels.DefaultDebianSuite
 	}
-	fmt.Printf("\nLayer 4.5 contract verdict (%s, suites took %.0fs):\n", kernel, time.Since(start).Seconds())
+	fmt.Printf("\nLayer 4.5 contract verdict (%s, suites took %.0fs; rules as stated in CONTRACT.md):\n", kernel, time.Since(start).Seconds())
 	sum.WriteTable(os.Stdout)
 	b, _ := json.MarshalIndent(sum, "", "  ")
 	path, err := artifacts.WriteSummary("verdict.json", append(b, '\n'))
