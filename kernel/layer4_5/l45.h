@@ -2,13 +2,14 @@
 /*
  * Layer 4.5 internals shared by the core's files.
  *
- * Lock order (outer first):
+ * Lock order (outer first; a path may skip levels):
  *	l45_dir.lock (per socket, per direction; may be held across the
  *		      transport call and across module callbacks)
- *	  -> sk_lock (taken by TCP/UDP themselves)
- *	  -> l45_sock.slot_lock (per socket: slots, flow completion)
- *	       -> l45_cust.count_lock (spinlock: a module's socket count;
- *		  nothing inside but an l45_srcu read section)
+ *	  -> sk_lock (taken by TCP/UDP themselves; connect tracks the
+ *		      socket under it)
+ *	    -> l45_sock.slot_lock (per socket: slots, flow completion)
+ *	      -> l45_cust.count_lock (spinlock: a module's socket count;
+ *		 nothing inside but an l45_srcu read section)
  *	l45_reg_lock (registry; registration and control requests only,
  *		      never taken on the data path)
  * l45_srcu read sections (callbacks, matching, reading a module's node)
@@ -99,7 +100,8 @@ struct l45_sock {
 	struct mutex slot_lock;
 	struct l45_cust *slots[L45_MAX_SLOTS];
 	int nslots;
-	u64 seen_seq;			/* registry seq at last (re)match */
+	u64 seen_seq;			/* registry seq at last (re)match;
+					 * slot_lock, READ_ONCE outside */
 	struct customization_flow flow;
 	struct l45_dir dir[2];
 };

@@ -298,7 +298,7 @@ int l45_registry_select(const struct customization_flow *flow,
 		slots[nslots++] = cand[j];
 	}
 	srcu_read_unlock(&l45_srcu, idx);
-	*seen_seq = seq;
+	WRITE_ONCE(*seen_seq, seq);	/* read locklessly by l45_sock_idle() */
 	return nslots;
 }
 
@@ -650,7 +650,8 @@ void l45_registry_exit(void)
 {
 	struct l45_revoked_entry *e, *tmp;
 
-	WARN_ON(!list_empty(&l45_installed) || !list_empty(&l45_deprecated));
+	WARN_ON(!list_empty(&l45_installed) || !list_empty(&l45_deprecated) ||
+		!list_empty(&l45_match));
 	list_for_each_entry_safe(e, tmp, &l45_revoked, list) {
 		list_del(&e->list);
 		kfree(e);
