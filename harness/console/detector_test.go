@@ -17,19 +17,20 @@ var update = flag.Bool("update", false, "rewrite the .golden files of testdata/c
 // goldenReport is what a golden file pins down of a Report: the verdict and
 // where the report starts and ends in the stream.
 type goldenReport struct {
-	Title string
-	Kind  string
-	Func  string `json:",omitempty"`
-	Line  int
-	First string // first line of Report.Lines
-	Last  string // last line of Report.Lines
-	Count int    // len(Report.Lines)
+	Title     string
+	Kind      string
+	Func      string `json:",omitempty"`
+	Corrupted bool   `json:",omitempty"`
+	Line      int
+	First     string // first line of Report.Lines
+	Last      string // last line of Report.Lines
+	Count     int    // len(Report.Lines)
 }
 
 func toGolden(reps []Report) []goldenReport {
 	out := []goldenReport{}
 	for _, r := range reps {
-		g := goldenReport{Title: r.Title, Kind: r.Kind, Func: r.Func, Line: r.Line, Count: len(r.Lines)}
+		g := goldenReport{Title: r.Title, Kind: r.Kind, Func: r.Func, Corrupted: r.Corrupted, Line: r.Line, Count: len(r.Lines)}
 		if len(r.Lines) > 0 {
 			g.First, g.Last = r.Lines[0], r.Lines[len(r.Lines)-1]
 		}
@@ -152,11 +153,10 @@ func TestEveryEntryTested(t *testing.T) {
 	used := map[*crashKind]bool{}
 	for _, file := range crashFiles(t) {
 		text := readFile(t, file)
-		stamped := printkStamp.MatchString(text)
+		stamped := hasStamp(text)
 		for _, raw := range strings.Split(text, "\n") {
-			l := parseLine(raw)
-			if l.kernel || !stamped {
-				if k, _ := match(l.text); k != nil {
+			for _, l := range parseLines(raw) {
+				if k, _ := match(l.text); k != nil && (l.kernel || !stamped) {
 					used[k] = true
 				}
 			}

@@ -200,7 +200,7 @@ func (s *Stream) line(raw []byte) {
 	}
 	s.mu.Unlock()
 	if s.det != nil {
-		s.publish(s.det.feedLine(text))
+		s.publish(s.det.feedRaw(text))
 	}
 }
 
