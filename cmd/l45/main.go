@@ -2,6 +2,7 @@
 //
 //	l45 setup    fetch the default kernel and build the guest image (idempotent)
 //	l45 e2e      run the end-to-end suites and print a per-rule verdict
+//	l45 cache    list, prune or clean the cache (l45 cache help)
 //
 // Kernel and accelerator come from $L45_KERNEL and $L45_ACCEL as in tests.
 //
@@ -25,7 +26,7 @@ import (
 )
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: l45 setup | e2e [go test flags...]")
+	fmt.Fprintln(os.Stderr, "usage: l45 setup | e2e [go test flags...] | cache list|prune [--max SIZE]|clean")
 	os.Exit(2)
 }
 
@@ -41,6 +42,8 @@ func main() {
 		err = setup(ctx)
 	case "e2e":
 		err = e2e(ctx, os.Args[2:])
+	case "cache":
+		err = cacheCmd(ctx, os.Args[2:])
 	default:
 		usage()
 	}
