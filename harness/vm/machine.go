@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"layer45/harness/agent"
@@ -43,8 +44,14 @@ type Machine struct {
 	hello   agent.Hello
 	conFile *os.File
 	boots   int
-	taken   int // crash reports a test has claimed with TakeCrashes
-	crashes []console.Report
+	crashes []crash
+	// owner is the test running on the guest (Boot's, or Use's).
+	owner testing.TB
+	// firstCrash and crashedIn: the first report's title and its test.
+	firstCrash, crashedIn string
+	// oops is closed, and oopsed set, at the first fatal report.
+	oops   chan struct{}
+	oopsed *CrashError
 	// uploaded maps module files put into the guest's /tmp during this
 	// boot to the host file they came from.
 	uploaded map[string]string
@@ -58,6 +65,11 @@ var guestSeq atomic.Int32
 // Start boots a guest and waits for its agent. Evidence goes to ev; console
 // lines to logf (may be nil).
 func Start(ctx context.Context, env *Env, ev *artifacts.Dir, logf func(string), opts ...Option) (*Machine, error) {
+	return start(ctx, env, ev, logf, nil, opts)
+}
+
+// start boots a guest whose kernel reports are charged to owner.
+func start(ctx context.Context, env *Env, ev *artifacts.Dir, logf func(string), owner testing.TB, opts []Option) (*Machine, error) {
 	n := guestSeq.Add(1)
 	cfg := config{
 		name:      "guest" + strconv.Itoa(int(n)),
@@ -72,7 +84,7 @@ func Start(ctx context.Context, env *Env, ev *artifacts.Dir, logf func(string), 
 	if err != nil {
 		return nil, infra.Wrap("guest "+cfg.name, err)
 	}
-	m := &Machine{Name: cfg.name, env: env, cfg: cfg, evidence: ev, logf: logf, tmp: tmp}
+	m := &Machine{Name: cfg.name, env: env, cfg: cfg, evidence: ev, logf: logf, tmp: tmp, owner: owner}
 	track(m)
 	if err := m.boot(ctx); err != nil {
 		m.shutdown(ctx)
@@ -142,11 +154,7 @@ func (m *Machine) boot(ctx context.Context) error {
 				m.logf(line)
 			}
 		}),
-		console.WithReport(func(r console.Report) {
-			m.mu.Lock()
-			m.crashes = append(m.crashes, r)
-			m.mu.Unlock()
-		}))
+		console.WithReport(m.recordCrash))
 	q := qemu.Command(qc, stream)
 
 	release, err := bootSlot(ctx, m.env)
@@ -162,6 +170,8 @@ func (m *Machine) boot(ctx context.Context) error {
 	m.mu.Lock()
 	m.qemu, m.console, m.conFile = q, stream, conFile
 	m.uploaded = map[string]string{}
+	// A new kernel: calls wait for its oops, not a former boot's.
+	m.oops, m.oopsed = make(chan struct{}), nil
 	m.mu.Unlock()
 
 	bootCtx, cancel := context.WithTimeout(ctx, bootTimeout(ctx))
@@ -279,30 +289,6 @@ func (m *Machine) BootTime() time.Duration {
 // Evidence is the folder the guest's evidence goes to.
 func (m *Machine) Evidence() *artifacts.Dir { return m.evidence }
 
-// Crashes returns every kernel crash report seen on the console so far.
-func (m *Machine) Crashes() []console.Report {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]console.Report(nil), m.crashes...)
-}
-
-// TakeCrashes returns the crash reports not yet taken and marks them as
-// handled: a test that provokes a crash on purpose claims it, so the
-// harness does not fail the test for it.
-func (m *Machine) TakeCrashes() []console.Report {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r := append([]console.Report(nil), m.crashes[m.taken:]...)
-	m.taken = len(m.crashes)
-	return r
-}
-
-func (m *Machine) untakenCrashes() []console.Report {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]console.Report(nil), m.crashes[m.taken:]...)
-}
-
 // Exited reports whether the guest's QEMU has ended.
 func (m *Machine) Exited() bool {
 	m.mu.Lock()
@@ -330,10 +316,14 @@ func (m *Machine) do(ctx context.Context, op string, d time.Duration, f func(ctx
 	}
 	cctx, cancel := untilExit(ctx, d, q)
 	defer cancel()
+	cctx, cancelOops, oopsed := m.oopsContext(cctx)
+	defer cancelOops()
 	err := f(cctx, a)
 	switch {
 	case err == nil:
 		return nil
+	case oopsed() != nil && cctx.Err() != nil:
+		return m.failure(op, fmt.Errorf("%w (%w)", oopsed(), err), true)
 	case cctx.Err() != nil:
 		if exited, qerr := q.Exited(); exited {
 			return m.failure(op, fmt.Errorf("QEMU exited (%v) during the call: %w", qerr, errors.Join(ErrStopped, err)), true)

@@ -94,14 +94,15 @@ func testContext(t testing.TB) (context.Context, context.CancelFunc) {
 var slowdownOnce sync.Once
 
 // Boot starts a guest for t and stops it when t ends. Kernel crashes seen on
-// its console fail t with their titles (unless claimed with TakeCrashes);
-// when t fails, the guest's kernel log and trace buffer join the evidence.
+// its console fail t with their titles (unless claimed with TakeCrashes, or
+// charged to a subtest that took the guest over with Use); when t fails,
+// the guest's kernel log and trace buffer join the evidence.
 func Boot(t testing.TB, opts ...Option) *Machine {
 	t.Helper()
 	env := RequireGuests(t)
 	ev := Evidence(t)
 	ctx, cancel := testContext(t)
-	m, err := Start(ctx, env, ev, func(line string) { t.Log(line) }, opts...)
+	m, err := start(ctx, env, ev, func(line string) { t.Log(line) }, t, opts)
 	if err != nil {
 		cancel()
 		fatal(t, err)
@@ -117,16 +118,13 @@ func Boot(t testing.TB, opts ...Option) *Machine {
 			}
 		}
 		// Evidence is gathered before power-off, while the guest can talk.
-		crashes := m.untakenCrashes()
-		if t.Failed() || len(crashes) > 0 {
+		if t.Failed() || len(m.Crashes()) > 0 {
 			m.saveEvidence(ctx)
 		}
 		m.shutdown(ctx)
-		for _, c := range m.untakenCrashes() {
-			attr(t, artifacts.AttrCrash, c.Title)
-			t.Errorf("guest %s: kernel crash: %s\n  %s\nevidence: %s", m.Name, c.Title,
-				strings.Join(c.Lines, "\n  "), ev.Path())
-		}
+		// Reports that appeared after the last subtest, or while shutting
+		// down, are this test's.
+		m.failOwner(t, true)
 	})
 	slowdownOnce.Do(func() {
 		f, err := MeasureSlowdown(ctx, m)

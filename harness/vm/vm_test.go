@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -131,10 +132,23 @@ func TestKernelCrashFailsTheOwningTestWithItsTitle(t *testing.T) {
 // the harness's own verdicts can be asserted.
 type recorder struct {
 	testing.TB
+	name     string // when set, the name it answers instead of TB's
 	errors   []string
+	attrs    []string
 	cleanups []func()
 	failed   bool
+	// fatalExits makes Fatalf end the goroutine like testing's FailNow
+	// instead of failing the real test.
+	fatalExits bool
 }
+
+func (r *recorder) Name() string {
+	if r.name != "" {
+		return r.name
+	}
+	return r.TB.Name()
+}
+func (r *recorder) Attr(key, value string) { r.attrs = append(r.attrs, key+"="+value) }
 
 func (r *recorder) Errorf(format string, args ...any) {
 	r.failed = true
@@ -142,6 +156,9 @@ func (r *recorder) Errorf(format string, args ...any) {
 }
 func (r *recorder) Fatalf(format string, args ...any) {
 	r.Errorf(format, args...)
+	if r.fatalExits {
+		runtime.Goexit()
+	}
 	r.TB.Fatalf("harness gave up on the guest: "+format, args...)
 }
 func (r *recorder) Failed() bool     { return r.failed }
@@ -167,6 +184,50 @@ func TestUnclaimedCrashFailsTheTestAndKeepsEvidence(t *testing.T) {
 	require.Contains(t, rec.errors[0], "evidence: "+ev)
 	require.FileExists(t, ev+"/oopser.console.txt")
 	require.FileExists(t, ev+"/oopser.dmesg.txt", "a failing test gets the guest's kernel log")
+	os.RemoveAll(ev)
+}
+
+// A subtest that takes a guest over with Use is charged with the reports
+// that appear while it runs, not the test that booted the guest; a call
+// pending when the kernel oopses fails at once with the crash's title; and
+// the crashed guest is refused to the next subtest.
+func TestCrashIsChargedToTheRunningSubtestAndEndsPendingCalls(t *testing.T) {
+	parent := &recorder{TB: t, name: t.Name() + "/parent"}
+	g := vm.Boot(parent, vm.WithName("charged"))
+	mods := vm.RequireModules(t, g)
+	sub := &recorder{TB: t, name: t.Name() + "/parent/sub"}
+	g.Use(sub)
+
+	// A call that would run for minutes, pending while the kernel oopses.
+	pending := make(chan error, 1)
+	go func() {
+		_, err := g.Exec(context.Background(), agent.Cmd{Argv: []string{"/bin/sleep", "600"}, Timeout: 20 * time.Minute})
+		pending <- err
+	}()
+	err := g.LoadModule(context.Background(), mods, "crash_test", "mode=null")
+	var ce *vm.CrashError
+	require.ErrorAs(t, err, &ce, "the load that oopsed")
+	require.Contains(t, ce.Title, "NULL pointer dereference")
+	require.ErrorAs(t, <-pending, &ce, "the call pending elsewhere ends with the crash, not its own deadline")
+
+	sub.runCleanups()
+	require.Len(t, sub.errors, 1, "%v", sub.errors)
+	require.Contains(t, sub.errors[0], "guest charged: kernel crash: BUG: kernel NULL pointer dereference")
+	require.Contains(t, sub.attrs, "l45.crash="+ce.Title)
+
+	next := &recorder{TB: t, name: t.Name() + "/parent/next", fatalExits: true}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.Use(next)
+	}()
+	<-done
+	require.Len(t, next.errors, 1, "a crashed guest must be refused")
+	require.Contains(t, next.errors[0], "crashed earlier (in "+sub.name)
+
+	ev := g.Evidence().Path()
+	parent.runCleanups()
+	require.Empty(t, parent.errors, "the subtest's crash is not charged to the parent again")
 	os.RemoveAll(ev)
 }
 
