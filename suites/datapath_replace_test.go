@@ -31,7 +31,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 		proto string
 		port  int
 	}{{"udp", 7201}, {"tcp", 7202}} {
-		t.Run("R5/R9/replace-tag-single-buffer-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R5/R9/replace-tag-single-buffer-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"tag": "CT"}))
 			p.Load(t, p.Server, "tag", dpSrv(tc.proto, tc.port, suite.Params{"tag": "CT"}))
@@ -63,7 +63,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 	// byte reaches the peer, in order, the tag last. (The server's echoes
 	// are dropped by a module there: unread echoes at the client's close
 	// would reset the connection and cut the stream short.)
-	t.Run("R5/tcp-large-replace-no-byte-lost", func(t *testing.T) {
+	p.Run(t, "R5/tcp-large-replace-no-byte-lost", func(t *testing.T) {
 		const port = 7207
 		echo := p.StartEcho(t, "tcp", port, "")
 		p.Load(t, p.Client, "tag", dpCli("tcp", port, suite.Params{"tag": "END"}))
@@ -91,7 +91,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 
 	// R5 recv, TCP: the module's output is larger than the application's
 	// buffer; the rest is delivered by the next receives, in order.
-	t.Run("R5/big-reply-tcp-rest-on-next-recv", func(t *testing.T) {
+	p.Run(t, "R5/big-reply-tcp-rest-on-next-recv", func(t *testing.T) {
 		const port = 7203
 		echo := p.StartEcho(t, "tcp", port, "")
 		p.Load(t, p.Client, "big_reply", dpCli("tcp", port, suite.Params{"times": 3}))
@@ -110,7 +110,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 
 	// R5 recv, UDP: the module's output is larger than the application's
 	// buffer; the datagram is truncated with MSG_TRUNC, the rest is gone.
-	t.Run("R5/big-reply-udp-truncated-MSG_TRUNC", func(t *testing.T) {
+	p.Run(t, "R5/big-reply-udp-truncated-MSG_TRUNC", func(t *testing.T) {
 		const port = 7204
 		echo := p.StartEcho(t, "udp", port, "")
 		p.Load(t, p.Client, "big_reply", dpCli("udp", port, suite.Params{"times": 3}))
@@ -133,7 +133,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 		proto string
 		port  int
 	}{{"udp", 7205}, {"tcp", 7206}} {
-		t.Run("R5/oversize-EMSGSIZE-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R5/oversize-EMSGSIZE-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			cursor := suite.LogCursor(t, p.Client)
 			p.Load(t, p.Client, "oversize", dpCli(tc.proto, tc.port, suite.Params{"on_recv": 0}))
@@ -172,7 +172,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 		proto string
 		port  int
 	}{{"udp", 7211}, {"tcp", 7212}} {
-		t.Run("R9/many-iovecs-segments-module-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R9/many-iovecs-segments-module-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "segments", dpCli(tc.proto, tc.port, suite.Params{"chunk": 3}))
 			p.Load(t, p.Server, "tag", dpSrv(tc.proto, tc.port, suite.Params{"tag": "SEG"}))
@@ -211,7 +211,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 		proto string
 		port  int
 	}{{"udp", 7214}, {"tcp", 7215}} {
-		t.Run("R9/module-exhausts-src_iter-then-declines-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R9/module-exhausts-src_iter-then-declines-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "peek", dpCli(tc.proto, tc.port, suite.Params{"priority": 10}))
 			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"tag": "TG", "priority": 20}))
@@ -243,7 +243,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 		})
 	}
 
-	t.Run("R9/module-moves-src_iter-message-intact", func(t *testing.T) {
+	p.Run(t, "R9/module-moves-src_iter-message-intact", func(t *testing.T) {
 		const port = 7213
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "segments", dpCli("udp", port, suite.Params{"chunk": 5, "on_send": 0}))

@@ -119,7 +119,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		proto string
 		port  int
 	}{{"udp", 7101}, {"tcp", 7102}} {
-		t.Run("R3/drop-send-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R3/drop-send-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "drop", dpCli(tc.proto, tc.port, suite.Params{"on_recv": 0}))
 			msgs := []string{"dropped-one", "dropped-two-longer"}
@@ -145,7 +145,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		proto string
 		port  int
 	}{{"udp", 7103}, {"tcp", 7104}} {
-		t.Run("R3/drop-recv-blocking-timeout-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R3/drop-recv-blocking-timeout-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "drop", dpCli(tc.proto, tc.port, suite.Params{"on_send": 0}))
 			const timeout = time.Second
@@ -169,7 +169,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 	// module's recv verdict is switched off (its on_recv parameter) once a
 	// try_next module placed before it has counted the dropped message's
 	// offer; then another datagram is sent to the client's socket.
-	t.Run("R3/drop-recv-blocking-waits-for-next", func(t *testing.T) {
+	p.Run(t, "R3/drop-recv-blocking-waits-for-next", func(t *testing.T) {
 		const port, clientPort = 7105, 7905
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))
@@ -199,7 +199,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 
 	// R3 recv, non-blocking: the message is there (poll says so), the
 	// module drops it, the receive says EAGAIN.
-	t.Run("R3/drop-recv-nonblocking-EAGAIN", func(t *testing.T) {
+	p.Run(t, "R3/drop-recv-nonblocking-EAGAIN", func(t *testing.T) {
 		const port = 7106
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))
@@ -227,7 +227,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		{"R4/send-ECONNREFUSED-udp-regression-unsigned-copy_length", "udp", 7111, "111", "ECONNREFUSED"},
 		{"R4/send-EPERM-tcp", "tcp", 7112, "-1", "EPERM"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		p.Run(t, tc.name, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "error", dpCli(tc.proto, tc.port, suite.Params{"errno": tc.errno, "on_recv": 0}))
 			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(),
@@ -259,7 +259,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 		{"R4/recv-EPERM-udp", "udp", 7113, "-1", "EPERM"},
 		{"R4/recv-ECONNREFUSED-tcp", "tcp", 7114, "111", "ECONNREFUSED"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		p.Run(t, tc.name, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "error", dpCli(tc.proto, tc.port, suite.Params{"errno": tc.errno, "on_send": 0}))
 			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(),
@@ -278,7 +278,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 
 	// R4: a negative copy_length outside -4095..-1 becomes EIO, on send
 	// and on receive.
-	t.Run("R4/out-of-range-EIO", func(t *testing.T) {
+	p.Run(t, "R4/out-of-range-EIO", func(t *testing.T) {
 		const port = 7115
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "error", dpCli("udp", port, suite.Params{"errno": 5000, "on_recv": 0}))

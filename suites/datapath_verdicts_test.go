@@ -12,9 +12,11 @@ import (
 
 // TestR6_R7_R8_Verdicts: the three flags. no_cust skips one round,
 // set_cust_to_skip skips for good (both directions, every module),
-// try_next hands the message to the next module by priority; and the
-// verdicts are fresh before each callback (contract section 4: stale
-// no_cust/try_next flags disabled later customization).
+// try_next hands the message to the next module by priority, and the first
+// module that does not decline decides the message alone (modules are
+// alternatives, not a pipeline); and the verdicts are fresh before each
+// callback (contract section 4: stale no_cust/try_next flags disabled
+// later customization).
 func TestR6_R7_R8_Verdicts(t *testing.T) {
 	p := suite.NewPair(t)
 
@@ -24,7 +26,7 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 		proto string
 		port  int
 	}{{"udp", 7301}, {"tcp", 7302}} {
-		t.Run("R6/no_cust-one-round-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R6/no_cust-one-round-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "nocust", dpCli(tc.proto, tc.port, nil))
 			msgs := []string{"n1", "n22", "n333"}
@@ -46,15 +48,16 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 	// R7: skip_after tags the first 2 messages (its counter covers both
 	// directions), then sets set_cust_to_skip: from then on the socket is
 	// never customized again, in either direction, by any module. A tag
-	// module ("OTH", after skip_after by priority) shares the socket: it
-	// tags the first send and strips OTH from the first echo, and never
-	// runs again. The server's module appends "SKP" to every echo, so a
-	// receive that is still customized would strip it.
+	// module ("OTH", after skip_after by priority) shares the socket: while
+	// skip_after decides, it is never asked (R8), and once the socket is
+	// skipped it must not be asked either, so OTH never appears. The
+	// server's module appends "SKP" to every echo, so a receive that is
+	// still customized would strip it.
 	for _, tc := range []struct {
 		proto string
 		port  int
 	}{{"udp", 7303}, {"tcp", 7304}} {
-		t.Run("R7/set_cust_to_skip-for-good-both-directions-all-modules-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R7/set_cust_to_skip-for-good-both-directions-all-modules-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "skip_after", dpCli(tc.proto, tc.port, suite.Params{"count": 2, "tag": "SKP", "priority": 10}))
 			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"tag": "OTH", "priority": 20}))
@@ -62,13 +65,13 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 			msgs := []string{"m1", "m2", "m3", "m4"}
 			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: msgs, Recv: true})
 			dpRequireSentWhole(t, rep, msgs)
-			// m1 left as m1+SKP+OTH; its echo P:m1SKPOTH+SKP lost SKP
-			// (skip_after, 2nd message) and OTH (tag): P:m1SKP. Then
-			// m2 set the skip: nothing is touched any more.
+			// m1 left as m1+SKP; its echo P:m1SKP+SKP lost one SKP
+			// (skip_after, 2nd message): P:m1SKP. Then m2 set the
+			// skip: nothing is touched any more, by any module.
 			require.Equal(t, []string{"P:m1SKP", "P:m2SKP", "P:m3SKP", "P:m4SKP"}, rep.Received(),
 				"after set_cust_to_skip no receive is customized")
-			wantTo := []string{"m1SKPOTH", "m2", "m3", "m4"}
-			wantFrom := []string{"P:m1SKPOTHSKP", "P:m2SKP", "P:m3SKP", "P:m4SKP"}
+			wantTo := []string{"m1SKP", "m2", "m3", "m4"}
+			wantFrom := []string{"P:m1SKPSKP", "P:m2SKP", "P:m3SKP", "P:m4SKP"}
 			require.Equal(t, wantTo, echo.Data(t))
 			if tc.proto == "tcp" {
 				wantTo, wantFrom = []string{strings.Join(wantTo, "")}, []string{strings.Join(wantFrom, "")}
@@ -80,28 +83,51 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 		})
 	}
 
-	// R8: modules run by priority (not load order); a try_next module in
-	// the middle passes the message on; the order of the appended letters
-	// is visible on the wire (send) and in what the application reads
-	// (recv).
-	t.Run("R8/try_next-chain-priority-order", func(t *testing.T) {
+	// R8: modules are asked by priority (not load order); declining
+	// ones (chain_b with decline=1, try_next) pass the message to the
+	// next; the first that does not decline (chain_c) decides it alone:
+	// its output is what the transport (send) and the application (recv)
+	// get, and chain_a after it is never asked. A pipeline would show
+	// "ca" on the wire.
+	p.Run(t, "R8/first-module-not-declining-decides-by-priority", func(t *testing.T) {
 		const port = 7311
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "chain_a", dpCli("udp", port, suite.Params{"priority": 30, "on_recv": 1}))
-		p.Load(t, p.Client, "chain_b", dpCli("udp", port, suite.Params{"priority": 5, "on_recv": 1}))
+		p.Load(t, p.Client, "chain_b", dpCli("udp", port, suite.Params{"priority": 5, "on_recv": 1, "decline": 1}))
 		p.Load(t, p.Client, "chain_c", dpCli("udp", port, suite.Params{"priority": 20, "on_recv": 1}))
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))
-		msgs := []string{"x1", "x2"}
+		chains := []string{"chain_a", "chain_b", "chain_c"}
+		before := suite.SendOffers(t, p.Client, chains...)
+		rep := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"x1"}, Recv: true})
+		after := suite.SendOffers(t, p.Client, chains...)
+		dpRequireSentWhole(t, rep, []string{"x1"})
+		require.Equal(t, []string{"chain_b", "chain_c"}, after.AskedSince(t, before),
+			"asked in priority order b (5), c (20); a (30) never, c decided")
+		require.Equal(t, []string{"x1c"}, p.Payloads(t, "udp", port, true), "chain_c alone decided the send")
+		require.Equal(t, []string{"P:x1cc"}, rep.Received(), "and the receive")
+		require.Equal(t, 2, suite.ModParamInt(t, p.Client, "try_next", "calls"), "asked for the send and the receive")
+		require.Equal(t, 0, suite.ModParamInt(t, p.Client, "chain_a", "recv_calls"), "never asked after a module decided")
+	})
+
+	// R8: a module that decides with a replace ends the round for every
+	// later module, whatever they would do (tag first, chain_a second).
+	p.Run(t, "R8/a-deciding-module-ends-the-round", func(t *testing.T) {
+		const port = 7316
+		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
+		p.Load(t, p.Client, "tag", dpCli("udp", port, suite.Params{"priority": 10, "tag": "TG", "on_recv": 0}))
+		p.Load(t, p.Client, "chain_a", dpCli("udp", port, suite.Params{"priority": 20, "on_recv": 1}))
+		msgs := []string{"r1", "r2"}
 		rep := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: msgs, Recv: true})
 		dpRequireSentWhole(t, rep, msgs)
-		require.Equal(t, []string{"x1bca", "x2bca"}, p.Payloads(t, "udp", port, true), "b (5), try_next (10), c (20), a (30)")
-		require.Equal(t, []string{"P:x1bcabca", "P:x2bcabca"}, rep.Received())
-		require.Equal(t, 4, suite.ModParamInt(t, p.Client, "try_next", "calls"), "asked for every message, both directions")
+		require.Equal(t, []string{"r1TG", "r2TG"}, p.Payloads(t, "udp", port, true), "tag alone decided each send")
+		require.Equal(t, []string{"P:r1TG", "P:r2TG"}, rep.Received(), "tag's no_cust decided each receive")
+		require.Equal(t, 0, suite.ModParamInt(t, p.Client, "chain_a", "send_calls"))
+		require.Equal(t, 0, suite.ModParamInt(t, p.Client, "chain_a", "recv_calls"))
 	})
 
 	// R8: when every module declines (try_next, and an inactive module
 	// which counts as declining), the message passes unmodified.
-	t.Run("R8/all-decline-unmodified", func(t *testing.T) {
+	p.Run(t, "R8/all-decline-unmodified", func(t *testing.T) {
 		const port = 7312
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))
@@ -123,7 +149,7 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 		proto string
 		port  int
 	}{{"udp", 7313}, {"tcp", 7314}} {
-		t.Run("R8/regression-stale-try_next-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R8/regression-stale-try_next-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "try_next", dpCli(tc.proto, tc.port, suite.Params{"priority": 10}))
 			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"tag": "TG", "priority": 20}))
@@ -151,7 +177,7 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 	// strips the ones that end with it; they alternate. If a no_cust (or
 	// try_next) flag survived from one message to the next, the tagged
 	// echoes would come through unstripped.
-	t.Run("R6/R8/regression-stale-no_cust", func(t *testing.T) {
+	p.Run(t, "R6/R8/regression-stale-no_cust", func(t *testing.T) {
 		const port = 7315
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))

@@ -26,11 +26,11 @@ import (
 
 func TestLifecycle(t *testing.T) {
 	p := suite.NewPair(t)
-	t.Run("R15/unload-and-load-during-sustained-tcp", func(t *testing.T) { r15UnloadUnderTCP(t, p) })
-	t.Run("R15/unload-while-a-callback-sleeps", func(t *testing.T) { r15UnloadWhileSleeping(t, p) })
-	t.Run("R15/kill-client-inside-a-callback", func(t *testing.T) { r15KillInsideCallback(t, p) })
-	t.Run("R15/nonblocking-accept-nothing-pending-EAGAIN", func(t *testing.T) { r15NonBlockingAccept(t, p) })
-	t.Run("R15/core-unload-busy-with-live-sockets-then-succeeds", func(t *testing.T) { r15CoreUnloadBusy(t, p) })
+	p.Run(t, "R15/unload-and-load-during-sustained-tcp", func(t *testing.T) { r15UnloadUnderTCP(t, p) })
+	p.Run(t, "R15/unload-while-a-callback-sleeps", func(t *testing.T) { r15UnloadWhileSleeping(t, p) })
+	p.Run(t, "R15/kill-client-inside-a-callback", func(t *testing.T) { r15KillInsideCallback(t, p) })
+	p.Run(t, "R15/nonblocking-accept-nothing-pending-EAGAIN", func(t *testing.T) { r15NonBlockingAccept(t, p) })
+	p.Run(t, "R15/core-unload-busy-with-live-sockets-then-succeeds", func(t *testing.T) { r15CoreUnloadBusy(t, p) })
 }
 
 // One TCP connection exchanges 150 messages with an echo server while a

@@ -1,9 +1,11 @@
 package suites
 
 // R13 (task names) and R14 (matching and ordering). The chain_a..chain_f
-// modules append their letter on send (on_recv=0 here), so the wire shows
-// which modules a socket got and in which order they ran; the echo
-// server returns it, so the application sees the same.
+// modules count and time-stamp every send they are asked about; with
+// decline=1 they all decline, so every module attached to a socket is asked
+// about each message, in the socket's order (R8), and the message passes
+// unmodified. suite.SendOffers reads which modules a message reached and
+// in which order.
 
 import (
 	"fmt"
@@ -16,6 +18,15 @@ import (
 	"layer45/suites/suite"
 	"layer45/vmimages/traffic"
 )
+
+// chainNames are the first n chain modules' names.
+func chainNames(n int) []string {
+	var names []string
+	for _, c := range chains[:n] {
+		names = append(names, c.name)
+	}
+	return names
+}
 
 // chain modules and their ids.
 var chains = []struct {
@@ -38,7 +49,7 @@ func udpOnce(t *testing.T, p *suite.Pair, c traffic.Client) *traffic.Report {
 func r13ThreadNames(t *testing.T, p *suite.Pair) {
 	const port = 7201
 	echo := p.StartEcho(t, "udp", port, echoPrefix)
-	base := suite.Params{"protocol": 17, "dest_port": port, "on_recv": 0}
+	base := suite.Params{"protocol": 17, "dest_port": port, "on_recv": 0, "decline": 1}
 	with := func(extra suite.Params) suite.Params {
 		q := suite.Params{}
 		for k, v := range base {
@@ -60,19 +71,25 @@ func r13ThreadNames(t *testing.T, p *suite.Pair) {
 	// Another program's name.
 	p.Load(t, p.Client, "chain_e", with(suite.Params{"task_pid": "*", "task_tgid": "dig", "priority": 50}))
 
-	named := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"w"}, ThreadName: "worker"})
+	names := chainNames(5)
+	asked := func(c traffic.Client) (*traffic.Report, []string) {
+		before := suite.SendOffers(t, p.Client, names...)
+		r := udpOnce(t, p, c)
+		return r, suite.SendOffers(t, p.Client, names...).AskedSince(t, before)
+	}
+	named, got := asked(traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"w"}, ThreadName: "worker"})
 	require.Equal(t, "worker", named.ThreadComm)
 	require.Equal(t, "l45net", named.Comm)
-	require.Equal(t, []string{"P:wad"}, named.Received(), "thread worker of l45net: chain_a (pid+tgid) and chain_d (wildcards)")
+	require.Equal(t, []string{"chain_a", "chain_d"}, got, "thread worker of l45net: chain_a (pid+tgid) and chain_d (wildcards)")
 
-	plain := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"x"}})
+	plain, got := asked(traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"x"}})
 	require.Equal(t, "l45net", plain.ThreadComm)
-	require.Equal(t, []string{"P:xbd"}, plain.Received(), "thread l45net of l45net: chain_b (pid) and chain_d")
+	require.Equal(t, []string{"chain_b", "chain_d"}, got, "thread l45net of l45net: chain_b (pid) and chain_d")
 
-	other := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"y"}, ThreadName: "other"})
-	require.Equal(t, []string{"P:yd"}, other.Received(), "thread other: only the wildcards match")
+	_, got = asked(traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"y"}, ThreadName: "other"})
+	require.Equal(t, []string{"chain_d"}, got, "thread other: only the wildcards match")
 
-	require.Equal(t, []string{"wad", "xbd", "yd"}, p.WaitPayloads(t, "udp", port, true, 3))
+	require.Equal(t, []string{"w", "x", "y"}, p.WaitPayloads(t, "udp", port, true, 3), "every module declined")
 	for _, c := range chains[:5] {
 		e, _ := suite.Entry(t, p.Client, c.id)
 		require.Equal(t, 0, e.Count, "%s: every client socket has closed", c.name)
@@ -80,7 +97,7 @@ func r13ThreadNames(t *testing.T, p *suite.Pair) {
 }
 
 // r14Filters: protocol, destination/source address and port, connected
-// and unconnected UDP. All priorities are equal, so letters come in
+// and unconnected UDP. All priorities are equal, so modules are asked in
 // registration order.
 func r14Filters(t *testing.T, p *suite.Pair) {
 	const port, port2, srcPort = 7202, 7203, 40123
@@ -88,7 +105,7 @@ func r14Filters(t *testing.T, p *suite.Pair) {
 	tcp := p.StartEcho(t, "tcp", port, echoPrefix)
 	udp2 := p.StartEcho(t, "udp", port2, echoPrefix)
 	any := func(extra suite.Params) suite.Params {
-		q := suite.Params{"task_tgid": "l45net", "on_recv": 0, "priority": 50}
+		q := suite.Params{"task_tgid": "l45net", "on_recv": 0, "priority": 50, "decline": 1}
 		for k, v := range extra {
 			q[k] = v
 		}
@@ -101,42 +118,51 @@ func r14Filters(t *testing.T, p *suite.Pair) {
 	p.Load(t, p.Client, "chain_e", any(suite.Params{"protocol": 17, "source_port": srcPort}))
 	p.Load(t, p.Client, "chain_f", any(suite.Params{"protocol": 256, "source_ip": "10.0.0.41"}))
 
+	names := chainNames(6)
 	cases := []struct {
-		name string
-		c    traffic.Client
-		want string // what the echo returns
+		name  string
+		c     traffic.Client
+		asked []string
 	}{
-		{"tcp to port: protocol 6 only", traffic.Client{Proto: "tcp", To: tcp.Addr(), Messages: []string{"t1"}}, "P:t1a"},
-		{"connected udp to port: protocol 17 + dest_ip + dest_port", traffic.Client{Proto: "udp", To: udp.Addr(), Connect: true, Messages: []string{"u1"}}, "P:u1b"},
-		{"unconnected udp: the message's address is the flow", traffic.Client{Proto: "udp", To: udp.Addr(), Messages: []string{"u2"}}, "P:u2b"},
-		{"udp to port2: source_ip + dest_port", traffic.Client{Proto: "udp", To: udp2.Addr(), Messages: []string{"u3"}}, "P:u3d"},
-		{"udp to port2 from a bound source port", traffic.Client{Proto: "udp", To: udp2.Addr(), From: fmt.Sprintf("%s:%d", suite.ClientIP, srcPort), Messages: []string{"u4"}}, "P:u4de"},
+		{"tcp to port: protocol 6 only", traffic.Client{Proto: "tcp", To: tcp.Addr(), Messages: []string{"t1"}}, []string{"chain_a"}},
+		{"connected udp to port: protocol 17 + dest_ip + dest_port", traffic.Client{Proto: "udp", To: udp.Addr(), Connect: true, Messages: []string{"u1"}}, []string{"chain_b"}},
+		{"unconnected udp: the message's address is the flow", traffic.Client{Proto: "udp", To: udp.Addr(), Messages: []string{"u2"}}, []string{"chain_b"}},
+		{"udp to port2: source_ip + dest_port", traffic.Client{Proto: "udp", To: udp2.Addr(), Messages: []string{"u3"}}, []string{"chain_d"}},
+		{"udp to port2 from a bound source port", traffic.Client{Proto: "udp", To: udp2.Addr(), From: fmt.Sprintf("%s:%d", suite.ClientIP, srcPort), Messages: []string{"u4"}}, []string{"chain_d", "chain_e"}},
 	}
 	for _, tc := range cases {
+		before := suite.SendOffers(t, p.Client, names...)
 		r := udpOnce(t, p, tc.c)
-		require.Equal(t, []string{tc.want}, r.Received(), "%s: ops %+v", tc.name, r.Ops)
+		require.Equal(t, tc.asked, suite.SendOffers(t, p.Client, names...).AskedSince(t, before), "%s: ops %+v", tc.name, r.Ops)
+		require.Len(t, r.Received(), 1, "%s: ops %+v", tc.name, r.Ops)
 	}
-	require.Equal(t, []string{"u1b", "u2b"}, p.WaitPayloads(t, "udp", port, true, 2))
-	require.Equal(t, []string{"u3d", "u4de"}, p.WaitPayloads(t, "udp", port2, true, 2))
-	require.Equal(t, []string{"t1a"}, p.WaitPayloads(t, "tcp", port, true, 1))
+	require.Equal(t, []string{"u1", "u2"}, p.WaitPayloads(t, "udp", port, true, 2))
+	require.Equal(t, []string{"u3", "u4"}, p.WaitPayloads(t, "udp", port2, true, 2))
+	require.Equal(t, []string{"t1"}, p.WaitPayloads(t, "tcp", port, true, 1))
 }
 
 // r14FiveLowestAndReorder: six modules match one socket; exactly five
-// attach, the five lowest priority values, in priority order (contract
-// section 4: "a sixth module overran the 5-slot array"). A PRIORITY
-// change re-orders a live socket before its next message but never
-// changes which modules it has. With equal priorities, registration order
-// decides.
+// attach, the five lowest priority values, asked in priority order
+// (contract section 4: "a sixth module overran the 5-slot array"). A
+// PRIORITY change re-orders a live socket before its next message but
+// never changes which modules it has. With equal priorities, registration
+// order decides.
 func r14FiveLowestAndReorder(t *testing.T, p *suite.Pair) {
 	const port = 7204
 	echo := p.StartEcho(t, "udp", port, echoPrefix)
 	// Registration order a..f, priorities descending: f is lowest.
 	for i, c := range chains {
-		p.Load(t, p.Client, c.name, suite.ClientTarget("udp", port, suite.Params{"priority": 60 - 10*i, "on_recv": 0}))
+		p.Load(t, p.Client, c.name, suite.ClientTarget("udp", port, suite.Params{"priority": 60 - 10*i, "on_recv": 0, "decline": 1}))
 	}
+	names := chainNames(6)
 	live := suite.StartLive(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
 		Messages: []string{"m0", "m1"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
+	before := suite.SendOffers(t, p.Client, names...)
+	live.Step(t) // m0
 	live.Ready(t)
+	after := suite.SendOffers(t, p.Client, names...)
+	require.Equal(t, []string{"chain_f", "chain_e", "chain_d", "chain_c", "chain_b"}, after.AskedSince(t, before),
+		"the five lowest priority values, lowest first")
 	for _, c := range chains {
 		e, _ := suite.Entry(t, p.Client, c.id)
 		want := 1
@@ -150,21 +176,27 @@ func r14FiveLowestAndReorder(t *testing.T, p *suite.Pair) {
 	require.Equal(t, 1, suite.Result(t, p.Client, 111, "PRIORITY 111 1 END"))
 	require.Equal(t, 55, suite.ModParamInt(t, p.Client, "chain_f", "priority"))
 	rep := live.Finish(t)
-	require.Equal(t, []string{"P:m0fedcb", "P:m1edcbf"}, rep.Received(), "ops: %+v", rep.Ops)
+	require.Equal(t, []string{"chain_e", "chain_d", "chain_c", "chain_b", "chain_f"},
+		suite.SendOffers(t, p.Client, names...).AskedSince(t, after), "m1 after the re-order")
+	require.Equal(t, []string{"P:m0", "P:m1"}, rep.Received(), "ops: %+v", rep.Ops)
 
 	// Ties: every priority equal, a new socket gets the first five
-	// registered, in registration order.
+	// registered, asked in registration order.
 	for _, c := range chains {
 		require.Equal(t, 1, suite.Result(t, p.Client, c.id, fmt.Sprintf("PRIORITY %d 7 END", c.id)))
 	}
+	before = suite.SendOffers(t, p.Client, names...)
 	tie := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true, Messages: []string{"n"}})
-	require.Equal(t, []string{"P:nabcde"}, tie.Received())
-	require.Equal(t, []string{"m0fedcb", "m1edcbf", "nabcde"}, p.WaitPayloads(t, "udp", port, true, 3))
+	require.Equal(t, []string{"chain_a", "chain_b", "chain_c", "chain_d", "chain_e"},
+		suite.SendOffers(t, p.Client, names...).AskedSince(t, before))
+	require.Equal(t, []string{"P:n"}, tie.Received())
+	require.Equal(t, []string{"m0", "m1", "n"}, p.WaitPayloads(t, "udp", port, true, 3))
 }
 
 // r14ApplyNow: a socket tracked before two modules were registered gets,
 // on its next message, the one registered with apply_now and not the
-// other; a socket tracked afterwards gets both.
+// other; a socket tracked afterwards gets both. The one without apply_now
+// comes first by priority, so it decides whenever it is attached (R8).
 func r14ApplyNow(t *testing.T, p *suite.Pair) {
 	const port = 7205
 	echo := p.StartEcho(t, "udp", port, echoPrefix)
@@ -172,7 +204,7 @@ func r14ApplyNow(t *testing.T, p *suite.Pair) {
 		Messages: []string{"m0", "m1", "m2"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
 	live.Ready(t) // m0 went out with no module: the socket is tracked
 	p.Load(t, p.Client, "tag", suite.ClientTarget("udp", port, suite.Params{"apply_now": 1, "priority": 10, "on_recv": 0, "tag": "N"}))
-	p.Load(t, p.Client, "tag2", suite.ClientTarget("udp", port, suite.Params{"apply_now": 0, "priority": 20, "on_recv": 0, "tag": "L"}))
+	p.Load(t, p.Client, "tag2", suite.ClientTarget("udp", port, suite.Params{"apply_now": 0, "priority": 5, "on_recv": 0, "tag": "L"}))
 	live.Step(t) // m1
 	live.Ready(t)
 	e, _ := suite.Entry(t, p.Client, tagID)
@@ -181,7 +213,14 @@ func r14ApplyNow(t *testing.T, p *suite.Pair) {
 	require.Equal(t, 0, e.Count, "without apply_now the existing socket is left alone")
 	rep := live.Finish(t)
 	require.Equal(t, []string{"P:m0", "P:m1N", "P:m2N"}, rep.Received(), "ops: %+v", rep.Ops)
-	later := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true, Messages: []string{"n0"}})
-	require.Equal(t, []string{"P:n0NL"}, later.Received())
-	require.Equal(t, []string{"m0", "m1N", "m2N", "n0NL"}, p.WaitPayloads(t, "udp", port, true, 4))
+	later := suite.StartLive(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
+		Messages: []string{"n0", "n1"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
+	later.Step(t) // n0: the socket is tracked
+	later.Ready(t)
+	for _, id := range []int{tagID, tag2ID} {
+		e, _ := suite.Entry(t, p.Client, id)
+		require.Equal(t, 1, e.Count, "module %d: a socket tracked afterwards gets both", id)
+	}
+	require.Equal(t, []string{"P:n0L", "P:n1L"}, later.Finish(t).Received())
+	require.Equal(t, []string{"m0", "m1N", "m2N", "n0L", "n1L"}, p.WaitPayloads(t, "udp", port, true, 5))
 }

@@ -24,21 +24,21 @@ import (
 
 func TestRegistrationBuffersControl(t *testing.T) {
 	p := suite.NewPair(t)
-	t.Run("R1/null-recv-refused-EINVAL-nothing-leaked", func(t *testing.T) { r1NullRecv(t, p) })
-	t.Run("R1/duplicate-id-refused-nothing-leaked", func(t *testing.T) { r1DuplicateID(t, p) })
-	t.Run("R2/sockets-and-load-unload-cycles", func(t *testing.T) { r2Cycles(t, p) })
-	t.Run("R16/report-format-and-timestamps", func(t *testing.T) { r16ReportFormat(t, p) })
-	t.Run("R16/deprecate-toggle-priority-replies-and-effects", func(t *testing.T) { r16Commands(t, p) })
-	t.Run("R16/challenge-response-and-unknown-id", func(t *testing.T) { r16Challenge(t, p) })
-	t.Run("R16/malformed-requests-error-and-change-nothing", func(t *testing.T) { r16Malformed(t, p) })
-	t.Run("R16/unprivileged-refused", func(t *testing.T) { r16Unprivileged(t, p) })
-	t.Run("R16/reply-beyond-1KiB-is-valid-json", func(t *testing.T) { r16LargeReply(t, p) })
-	t.Run("R2/R15/core-unloads-once-sockets-closed", func(t *testing.T) { r2CoreUnloads(t, p) })
+	p.Run(t, "R1/null-recv-refused-EINVAL-nothing-leaked", func(t *testing.T) { r1NullRecv(t, p) })
+	p.Run(t, "R1/duplicate-id-refused-nothing-leaked", func(t *testing.T) { r1DuplicateID(t, p) })
+	p.Run(t, "R2/sockets-and-load-unload-cycles", func(t *testing.T) { r2Cycles(t, p) })
+	p.Run(t, "R16/report-format-and-timestamps", func(t *testing.T) { r16ReportFormat(t, p) })
+	p.Run(t, "R16/deprecate-toggle-priority-replies-and-effects", func(t *testing.T) { r16Commands(t, p) })
+	p.Run(t, "R16/challenge-response-and-unknown-id", func(t *testing.T) { r16Challenge(t, p) })
+	p.Run(t, "R16/malformed-requests-error-and-change-nothing", func(t *testing.T) { r16Malformed(t, p) })
+	p.Run(t, "R16/unprivileged-refused", func(t *testing.T) { r16Unprivileged(t, p) })
+	p.Run(t, "R16/reply-beyond-1KiB-is-valid-json", func(t *testing.T) { r16LargeReply(t, p) })
+	p.Run(t, "R2/R15/core-unloads-once-sockets-closed", func(t *testing.T) { r2CoreUnloads(t, p) })
 	// Last: its TCP clients half-close (shutdown, then read to the end),
 	// and a connection that reaches TIME_WAIT before close() keeps a
 	// reference on Layer 4.5 for the TIME_WAIT period (60 s) through its
 	// timewait socket, which would hold up r2CoreUnloads.
-	t.Run("R2/buffer-sizes-above-64KiB-honoured", func(t *testing.T) { r2BigBuffers(t, p) })
+	p.Run(t, "R2/buffer-sizes-above-64KiB-honoured", func(t *testing.T) { r2BigBuffers(t, p) })
 }
 
 // busy is the errno of an rmmod refused because the module is in use.

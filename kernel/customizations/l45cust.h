@@ -82,6 +82,32 @@ module_param(on_recv, bool, 0644);
 
 static struct customization_node l45c_node;
 
+/* Read-only parameters that let a test see what a module was offered. */
+static int __maybe_unused l45c_get_atomic(char *buf, const struct kernel_param *kp)
+{
+	return sprintf(buf, "%d\n", atomic_read(kp->arg));
+}
+static const struct kernel_param_ops __maybe_unused l45c_counter_ops = {
+	.get = l45c_get_atomic,
+};
+static int __maybe_unused l45c_get_atomic64(char *buf, const struct kernel_param *kp)
+{
+	return sprintf(buf, "%lld\n", (long long)atomic64_read(kp->arg));
+}
+static const struct kernel_param_ops __maybe_unused l45c_stamp_ops = {
+	.get = l45c_get_atomic64,
+};
+
+/* An atomic_t counter exposed as the read-only parameter NAME. */
+#define L45C_COUNTER(name)						\
+	static atomic_t name = ATOMIC_INIT(0);				\
+	module_param_cb(name, &l45c_counter_ops, &name, 0444)
+
+/* An atomic64_t (a ktime_get_ns() stamp) exposed as parameter NAME. */
+#define L45C_STAMP(name)						\
+	static atomic64_t name = ATOMIC64_INIT(0);			\
+	module_param_cb(name, &l45c_stamp_ops, &name, 0444)
+
 static int l45c_parse_ip(const char *s, __be32 *out)
 {
 	u8 a[4];

@@ -3,13 +3,7 @@
 #define L45C_ID 104
 #include "l45cust.h"
 
-static atomic_t calls = ATOMIC_INIT(0);
-static int get_calls(char *buf, const struct kernel_param *kp)
-{
-	return sprintf(buf, "%d\n", atomic_read(&calls));
-}
-static const struct kernel_param_ops calls_ops = { .get = get_calls };
-module_param_cb(calls, &calls_ops, NULL, 0444);
+L45C_COUNTER(calls);
 MODULE_PARM_DESC(calls, "how many messages were offered");
 
 static void nocust_fn(struct customization_buffer *cb,

@@ -14,15 +14,8 @@ static bool peek_nocust;
 module_param_named(nocust, peek_nocust, bool, 0644);
 MODULE_PARM_DESC(nocust, "decline with no_cust instead of try_next");
 
-static atomic_t calls = ATOMIC_INIT(0);
-static atomic_t bytes = ATOMIC_INIT(0);
-static int get_atomic(char *buf, const struct kernel_param *kp)
-{
-	return sprintf(buf, "%d\n", atomic_read(kp->arg));
-}
-static const struct kernel_param_ops counter_ops = { .get = get_atomic };
-module_param_cb(calls, &counter_ops, &calls, 0444);
-module_param_cb(bytes, &counter_ops, &bytes, 0444);
+L45C_COUNTER(calls);
+L45C_COUNTER(bytes);
 
 static void peek_read(struct customization_buffer *cb, size_t n)
 {

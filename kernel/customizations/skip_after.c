@@ -15,13 +15,7 @@ MODULE_PARM_DESC(count, "messages customized before set_cust_to_skip");
 static char *tag = "SKP";
 module_param(tag, charp, 0444);
 
-static atomic_t seen = ATOMIC_INIT(0);
-static int get_seen(char *buf, const struct kernel_param *kp)
-{
-	return sprintf(buf, "%d\n", atomic_read(&seen));
-}
-static const struct kernel_param_ops seen_ops = { .get = get_seen };
-module_param_cb(seen, &seen_ops, NULL, 0444);
+L45C_COUNTER(seen);
 
 static bool skip_now(struct customization_buffer *cb)
 {

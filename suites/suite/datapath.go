@@ -237,3 +237,53 @@ func kernelLog(t testing.TB, m *vm.Machine, since uint64) ([]string, uint64) {
 	}
 	return out, next
 }
+
+// Offers are the send offers of chain modules (chain_a … chain_f): how many
+// messages each was asked about and when it was last asked (ktime ns).
+type Offers map[string]struct {
+	Calls int
+	NS    int64
+}
+
+// SendOffers reads the send offers of the named chain modules in m, in one
+// guest command so the stamps are consistent.
+func SendOffers(t testing.TB, m *vm.Machine, modules ...string) Offers {
+	t.Helper()
+	var script strings.Builder
+	for _, mod := range modules {
+		fmt.Fprintf(&script, "echo %s $(cat /sys/module/%s/parameters/send_calls) $(cat /sys/module/%s/parameters/send_ns);", mod, mod, mod)
+	}
+	out := m.MustRun(t, "/bin/sh", "-c", script.String())
+	o := Offers{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var name string
+		var v struct {
+			Calls int
+			NS    int64
+		}
+		if _, err := fmt.Sscan(line, &name, &v.Calls, &v.NS); err != nil {
+			t.Fatalf("guest %s: chain module offers: %q: %v", m.Name, line, err)
+		}
+		o[name] = v
+	}
+	return o
+}
+
+// AskedSince lists the modules asked about a message since before, in the
+// order they were asked; each must have been asked exactly once (tests send
+// one message between two readings).
+func (o Offers) AskedSince(t testing.TB, before Offers) []string {
+	t.Helper()
+	var asked []string
+	for name, now := range o {
+		switch d := now.Calls - before[name].Calls; d {
+		case 0:
+		case 1:
+			asked = append(asked, name)
+		default:
+			t.Fatalf("%s was asked %d times about one message", name, d)
+		}
+	}
+	sort.Slice(asked, func(i, j int) bool { return o[asked[i]].NS < o[asked[j]].NS })
+	return asked
+}

@@ -54,6 +54,70 @@ func NewPair(t testing.TB, opts ...vm.Option) *Pair {
 	return p
 }
 
+// Run runs fn as the subtest name on the pair. The subtest owns both
+// guests while it runs: a kernel report fails it, not the test that booted
+// them, and it fails at once when a guest's kernel crashed in an earlier
+// subtest (a crashed kernel proves nothing about later rules).
+func (p *Pair) Run(t *testing.T, name string, fn func(t *testing.T)) bool {
+	t.Helper()
+	return t.Run(name, func(t *testing.T) {
+		for _, m := range []*vm.Machine{p.Server, p.Client} {
+			m.Use(t)
+			p.restoreModules(t, m)
+		}
+		fn(t)
+	})
+}
+
+// restoreModules makes m's loaded modules at the end of t what they were
+// at its start, even when t failed half-way: modules t left loaded are
+// unloaded and a Layer 4.5 core it unloaded is loaded again, so the next
+// subtest starts from the same state (no EEXIST cascade).
+func (p *Pair) restoreModules(t *testing.T, m *vm.Machine) {
+	t.Helper()
+	before := loadedModules(t, m)
+	t.Cleanup(func() {
+		if m.Exited() || len(m.Crashes()) > 0 {
+			return // nothing to restore on a dead or crashed guest
+		}
+		for name := range loadedModules(t, m) {
+			if before[name] {
+				continue
+			}
+			// Sockets of the subtest may still be closing.
+			var err error
+			for range 20 {
+				if err = m.UnloadModule(context.Background(), name); err == nil {
+					break
+				}
+				time.Sleep(vm.Scale(100 * time.Millisecond))
+			}
+			if err != nil {
+				t.Errorf("guest %s: the subtest left module %s loaded and it cannot be unloaded: %v", m.Name, name, err)
+			}
+		}
+		if before[guest.CoreModule] && !loadedModules(t, m)[guest.CoreModule] {
+			m.MustLoadModule(t, p.Mods, guest.CoreModule, "")
+		}
+	})
+}
+
+// loadedModules are the modules listed in m's /proc/modules.
+func loadedModules(t testing.TB, m *vm.Machine) map[string]bool {
+	t.Helper()
+	b, err := m.ReadFile(context.Background(), "/proc/modules")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	mods := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			mods[f[0]] = true
+		}
+	}
+	return mods
+}
+
 // LoadCore loads Layer 4.5 into m unless its kernel has it built in.
 func LoadCore(t testing.TB, m *vm.Machine, mods *modules.Set) {
 	t.Helper()
