@@ -47,6 +47,9 @@ func e2e(ctx context.Context, extra []string) error {
 	if kernel == "" {
 		kernel = "default kernel, debian:" + kernels.DefaultDebianSuite
 	}
+	if tree := os.Getenv("L45_TREE"); tree != "" {
+		kernel += ", Layer 4.5 from " + tree
+	}
 	fmt.Printf("\nLayer 4.5 contract verdict (%s, suites took %.0fs; rules as stated in CONTRACT.md):\n", kernel, time.Since(start).Seconds())
 	sum.WriteTable(os.Stdout)
 	b, _ := json.MarshalIndent(sum, "", "  ")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Root finds the repository's top directory (where go.mod is) from the
@@ -27,11 +28,40 @@ func Root() (string, error) {
 	}
 }
 
-// KernelTree is the project's own Layer 4.5 tree.
+// KernelTree is the Layer 4.5 tree under test: $L45_TREE when set (a
+// developer's working copy, or a copy of kernel/ with a deliberate fault),
+// else the project's own kernel/. A tree must have the project's layout:
+// the core in layer4_5/, the module header in include/layer4_5/, the test
+// modules in customizations/.
 func KernelTree() (string, error) {
-	root, err := Root()
-	if err != nil {
-		return "", err
+	dir := os.Getenv("L45_TREE")
+	if dir == "" {
+		root, err := Root()
+		if err != nil {
+			return "", err
+		}
+		return filepath.Join(root, "kernel"), nil
 	}
-	return filepath.Join(root, "kernel"), nil
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("L45_TREE=%s: %w", dir, err)
+	}
+	return abs, CheckTree(abs)
+}
+
+// treeFiles are what a Layer 4.5 tree must hold to be built for a guest.
+var treeFiles = []string{"Makefile", "layer4_5/Kbuild", "include/layer4_5/customization.h", "customizations/Kbuild"}
+
+// CheckTree says what a Layer 4.5 tree lacks, if anything.
+func CheckTree(dir string) error {
+	var missing []string
+	for _, f := range treeFiles {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("L45_TREE=%s is not a Layer 4.5 tree: it lacks %s (point it at a folder laid out like kernel/)", dir, strings.Join(missing, ", "))
+	}
+	return nil
 }
