@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Layer 4.5 data path: run the attached modules on each message and act on
- * their verdicts (R3-R9), on send and on receive.
+ * Layer 4.5 data path: offer each message to the attached modules, which
+ * are alternatives (R8: the first one that does not decline decides), and
+ * act on the deciding verdict (R3-R7, R9), on send and on receive.
  */
 #define pr_fmt(fmt) "layer4_5: " fmt
 
@@ -16,52 +17,53 @@
 typedef int (*l45_sendmsg_fn)(struct sock *, struct msghdr *, size_t);
 
 enum l45_verdict {
-	L45_V_PASS,	/* deliver/send the current message */
+	L45_V_PASS,	/* every module declined, or no_cust/skip: unmodified */
+	L45_V_REPLACE,	/* R5: d->out[0, out_len) takes the message's place */
 	L45_V_DROP,	/* R3 */
 	L45_V_ERROR,	/* R4, and R5's copy_length > buf_size */
 };
 
-/* One message going through the modules of one direction. */
-struct l45_chain {
-	struct iov_iter *app;	/* send: the application's data */
-	size_t app_len;
-	int cur;		/* scratch buffer holding the message, -1 = app */
-	size_t cur_len;
+/* One message offered to the modules of one direction. */
+struct l45_round {
+	struct iov_iter *src;	/* the original message: the application's
+				 * iterator (send), a kvec over d->in (recv) */
+	size_t len;		/* bytes in it */
 	size_t capacity;	/* recv: the application's buffer size */
-	int err;
+	size_t out_len;		/* L45_V_REPLACE: bytes in d->out */
+	int err;		/* L45_V_ERROR */
 };
 
 /*
- * Modules run in slot order (priority, then registration).  Each sees the
- * message as the previous ones left it, so a replace (R5) is followed by
- * the next module: the output is written to the scratch buffer that does
- * not hold the current message and the two swap roles.  A drop or an error
- * ends the round; try_next (R8) and an inactive module (R11) leave the
- * message to the next module; no_cust (R6) and set_cust_to_skip (R7) end
- * the round and the message goes on as it is (decision: what earlier
- * modules of the same round did is kept; with one module this is exactly
- * "passes unmodified").  Precedence when a module sets several:
- * set_cust_to_skip, no_cust, try_next, copy_length.
+ * R8: the modules of a socket are alternatives, offered the message in
+ * slot order (priority, then registration).  Every module is offered the
+ * original message; a module that declines (try_next, or inactive per R11)
+ * passes it to the next one.  The first module that does not decline
+ * decides: its verdict is the round's and no later module is asked.  If
+ * all decline, the message passes unmodified.  Precedence when a module
+ * sets several: set_cust_to_skip, no_cust, try_next, copy_length.
+ *
+ * Every module writes into the same output buffer d->out; what a module
+ * that declined left there is simply overwritten.  It never reads d->out:
+ * it reads the message through its own copy of rd->src (R9), so whatever
+ * it did to *src_iter is gone for the next module and for the verdict.
  *
  * Called with the direction's mutex held and no spinlock: callbacks may
  * sleep (R15; contract section 4).  Each callback runs inside an l45_srcu
  * read-side section, which allows sleeping, and with a reference on its
  * wrapper (the caller's snapshot).
  */
-static int l45_run_chain(struct l45_sock *st, int dir,
-			 struct l45_cust **snap, int n, struct l45_chain *ch)
+static int l45_run_modules(struct l45_sock *st, int dir,
+			   struct l45_cust **snap, int n, struct l45_round *rd)
 {
 	struct l45_dir *d = &st->dir[dir];
 	struct customization_buffer *cb = &d->cb;
 	struct customization_flow flow;
 	struct iov_iter it;
-	struct kvec kv;
 	int i;
 
 	for (i = 0; i < n; i++) {
 		struct l45_cust *c = snap[i];
 		customization_fn fn = dir == L45_SEND ? c->send_fn : c->recv_fn;
-		int out = ch->cur == 0 ? 1 : 0;
 		bool skip, nocust, next;
 		ssize_t cl;
 		int idx;
@@ -69,7 +71,7 @@ static int l45_run_chain(struct l45_sock *st, int dir,
 		/*
 		 * The module cannot finish unregistering while we are inside
 		 * l45_srcu (registry.c).  Unregistered meanwhile: declined;
-		 * inactive (R11): attached, not called.
+		 * inactive (R11): attached, not called, declined.
 		 */
 		idx = srcu_read_lock(&l45_srcu);
 		if (!l45_cust_alive(c) || !l45_cust_active(c)) {
@@ -80,32 +82,27 @@ static int l45_run_chain(struct l45_sock *st, int dir,
 		 * Fresh verdict before every callback, so a flag left by an
 		 * earlier message or module never leaks (R8; section 4).
 		 */
-		cb->buf = d->buf[out];
+		cb->buf = d->out;
 		cb->buf_size = d->size;
 		cb->copy_length = 0;
 		cb->set_cust_to_skip = false;
 		cb->no_cust = false;
 		cb->try_next = false;
 		/*
-		 * R9: the module gets its own copy of the iterator.  Whatever
-		 * it does to it, the application's iterator (send) and the
-		 * bounce buffer (recv) stay as they were.  No filter on the
-		 * iterator kind: IOVEC, UBUF, KVEC, BVEC all go to modules.
+		 * R9: each module gets a fresh copy of the original iterator.
+		 * Whatever it does to it, the application's iterator (send),
+		 * the bounce buffer (recv) and the next module's view stay as
+		 * they were.  No filter on the iterator kind: IOVEC, UBUF,
+		 * KVEC, BVEC all go to modules.
 		 */
-		if (ch->cur < 0) {
-			it = *ch->app;
-		} else {
-			kv.iov_base = d->buf[ch->cur];
-			kv.iov_len = ch->cur_len;
-			iov_iter_kvec(&it, L45_ITER_SOURCE, &kv, 1, ch->cur_len);
-		}
+		it = *rd->src;
 		cb->src_iter = &it;
 		if (dir == L45_SEND) {
-			cb->length = ch->cur < 0 ? ch->app_len : ch->cur_len;
+			cb->length = rd->len;
 			cb->recv_return = 0;
 		} else {
-			cb->length = ch->capacity;
-			cb->recv_return = ch->cur_len;
+			cb->length = rd->capacity;
+			cb->recv_return = rd->len;
 		}
 		flow = st->flow;	/* the module cannot corrupt ours */
 
@@ -117,6 +114,7 @@ static int l45_run_chain(struct l45_sock *st, int dir,
 		next = READ_ONCE(cb->try_next);
 		srcu_read_unlock(&l45_srcu, idx);
 
+		/* The first module that does not decline decides (R8). */
 		if (skip) {
 			l45_sock_set_skip(st);
 			return L45_V_PASS;
@@ -129,20 +127,20 @@ static int l45_run_chain(struct l45_sock *st, int dir,
 		if (cl == 0)
 			return L45_V_DROP;
 		if (cl < 0) {
-			ch->err = cl >= -MAX_ERRNO ? (int)cl : -EIO;
+			rd->err = cl >= -MAX_ERRNO ? (int)cl : -EIO;
 			return L45_V_ERROR;
 		}
 		if (cl > d->size) {
 			pr_warn_ratelimited("customization %u: copy_length %zd exceeds buf_size %u, failing the %s with EMSGSIZE\n",
 					    c->id, cl, d->size,
 					    dir == L45_SEND ? "send" : "recv");
-			ch->err = -EMSGSIZE;
+			rd->err = -EMSGSIZE;
 			return L45_V_ERROR;
 		}
-		ch->cur = out;
-		ch->cur_len = cl;
+		rd->out_len = cl;
+		return L45_V_REPLACE;
 	}
-	return L45_V_PASS;
+	return L45_V_PASS;	/* all declined (R8) */
 }
 
 static bool l45_transient(int err)
@@ -177,8 +175,8 @@ static int l45_flush(struct sock *sk, struct msghdr *msg, struct l45_dir *d,
 		     l45_sendmsg_fn orig)
 {
 	while (d->pend_len) {
-		int r = l45_xmit(sk, msg, d->buf[d->pend_idx] + d->pend_off,
-				 d->pend_len, orig);
+		int r = l45_xmit(sk, msg, l45_pend_data(d), d->pend_len,
+				 orig);
 
 		if (r <= 0) {
 			if (!r)
@@ -205,20 +203,20 @@ static int l45_flush(struct sock *sk, struct msghdr *msg, struct l45_dir *d,
  */
 static int l45_send_replace(struct l45_sock *st, struct sock *sk,
 			    struct msghdr *msg, size_t len, struct l45_dir *d,
-			    int cur, size_t clen, l45_sendmsg_fn orig)
+			    size_t clen, l45_sendmsg_fn orig)
 {
 	size_t sent = 0;
 	int r = 0;
 
 	if (!st->is_tcp) {
-		r = l45_xmit(sk, msg, d->buf[cur], clen, orig);
+		r = l45_xmit(sk, msg, d->out, clen, orig);
 		if (r < 0)
 			return r;
 		iov_iter_advance(&msg->msg_iter, iov_iter_count(&msg->msg_iter));
 		return len;
 	}
 	while (sent < clen) {
-		r = l45_xmit(sk, msg, d->buf[cur] + sent, clen - sent, orig);
+		r = l45_xmit(sk, msg, d->out + sent, clen - sent, orig);
 		if (r <= 0)
 			break;
 		sent += r;
@@ -226,7 +224,7 @@ static int l45_send_replace(struct l45_sock *st, struct sock *sk,
 	if (sent < clen) {
 		if (!sent && r < 0 && !l45_transient(r))
 			return r;
-		d->pend_idx = cur;
+		d->pend_in = false;	/* the rest lives in d->out */
 		d->pend_off = sent;
 		WRITE_ONCE(d->pend_len, clen - sent);
 	}
@@ -279,7 +277,7 @@ int l45_sendmsg(struct sock *sk, struct msghdr *msg, size_t len,
 {
 	struct l45_cust *snap[L45_MAX_SLOTS];
 	bool nonblock = msg->msg_flags & MSG_DONTWAIT;
-	struct l45_chain ch = { .cur = -1 };
+	struct l45_round rd = { .src = &msg->msg_iter, .len = len };
 	struct l45_sock *st;
 	struct l45_dir *d;
 	int n = 0, ret;
@@ -314,32 +312,33 @@ int l45_sendmsg(struct sock *sk, struct msghdr *msg, size_t len,
 	n = l45_sock_snapshot(st, L45_SEND, snap, &bufsz);
 	/* Zero-length messages are not offered to modules (decision). */
 	if (!n || !len) {
-		if (!n && d->buf[0])
+		if (!n && d->out)
 			l45_dir_free(d);	/* last module gone (R2) */
 		ret = orig(sk, msg, len);
 		goto out_snap;
 	}
-	ret = l45_dir_ensure(d, bufsz, n >= 2, 0);
+	/*
+	 * Send needs only the output buffer: modules read the application's
+	 * iterator, and the flush above left no rest in d->out.
+	 */
+	ret = l45_dir_ensure(d, bufsz, false, 0);
 	if (ret)
 		goto out_snap;
 
-	ch.app = &msg->msg_iter;
-	ch.app_len = len;
-	switch (l45_run_chain(st, L45_SEND, snap, n, &ch)) {
+	switch (l45_run_modules(st, L45_SEND, snap, n, &rd)) {
 	case L45_V_DROP:
 		/* R3: nothing reaches the transport, the app is told it all went. */
 		iov_iter_advance(&msg->msg_iter, iov_iter_count(&msg->msg_iter));
 		ret = len;
 		break;
 	case L45_V_ERROR:
-		ret = ch.err;	/* R4 */
+		ret = rd.err;	/* R4 */
+		break;
+	case L45_V_REPLACE:
+		ret = l45_send_replace(st, sk, msg, len, d, rd.out_len, orig);
 		break;
 	default:
-		if (ch.cur < 0)
-			ret = orig(sk, msg, len);	/* untouched (R6, R8) */
-		else
-			ret = l45_send_replace(st, sk, msg, len, d, ch.cur,
-					       ch.cur_len, orig);
+		ret = orig(sk, msg, len);	/* unmodified (R6-R8) */
 		break;
 	}
 out_snap:
@@ -382,8 +381,7 @@ static int l45_deliver_pending(struct l45_dir *d, struct msghdr *msg,
 
 	if (!want)
 		return 0;
-	got = copy_to_iter(d->buf[d->pend_idx] + d->pend_off, want,
-			   &msg->msg_iter);
+	got = copy_to_iter(l45_pend_data(d), want, &msg->msg_iter);
 	if (!got)
 		return -EFAULT;
 	if (!peek) {
@@ -394,13 +392,17 @@ static int l45_deliver_pending(struct l45_dir *d, struct msghdr *msg,
 }
 
 /*
- * Receive, with d->lock held.  One transport read lands in buf[0] (up to
- * the whole scratch buffer, whatever the application asked for, so modules
- * see messages as the transport has them); the modules run; the result is
- * delivered.  TCP keeps what does not fit for the next receive, served
- * before the transport is read again (R5) and reported by poll; UDP
- * truncates and reports MSG_TRUNC.  A dropped message is consumed; a
- * blocking receive waits for the next one within SO_RCVTIMEO (R3).
+ * Receive, with d->lock held.  One transport read lands in the bounce
+ * buffer d->in (up to the whole scratch size, whatever the application
+ * asked for, so modules see messages as the transport has them).  The
+ * modules are offered it and write into d->out (R8); the deciding
+ * module's output, or the original message in d->in if all declined, is
+ * delivered.  Two buffers because a module reads the message (d->in)
+ * while it writes its output (d->out).  TCP keeps what does not fit for
+ * the next receive, served before the transport is read again (R5) and
+ * reported by poll; UDP truncates and reports MSG_TRUNC.  A dropped
+ * message is consumed; a blocking receive waits for the next one within
+ * SO_RCVTIMEO (R3).
  */
 static int l45_recv_locked(struct l45_sock *st, struct sock *sk,
 			   struct msghdr *msg, size_t len, int flags,
@@ -414,17 +416,19 @@ static int l45_recv_locked(struct l45_sock *st, struct sock *sk,
 	unsigned long deadline = jiffies + timeo;
 	struct l45_cust *snap[L45_MAX_SLOTS];
 	size_t copied = 0;
-	int ret, n, r;
+	int ret, n, r, v;
 	u32 bufsz;
 
 	for (;;) {
 		struct l45_msg_rx_state rxs;
 		struct sockaddr_in sin_local;
-		struct l45_chain ch = { .cur = 0 };
-		struct iov_iter saved;
+		struct l45_round rd = { .capacity = len };
+		struct iov_iter saved, src;
 		bool name_local = false;
 		bool flow_done;
+		size_t dlen;
 		struct kvec kv;
+		void *data;
 
 		if (d->pend_len) {
 			r = l45_deliver_pending(d, msg, len - copied, false);
@@ -443,7 +447,7 @@ static int l45_recv_locked(struct l45_sock *st, struct sock *sk,
 		n = l45_sock_snapshot(st, L45_RECV, snap, &bufsz);
 		flow_done = smp_load_acquire(&st->flow_done);
 		if (!n && flow_done) {
-			if (d->buf[0])
+			if (d->out)
 				l45_dir_free(d);	/* last module gone (R2) */
 			r = l45_call_recvmsg(orig, sk, msg, len - copied, flags,
 					     addr_len);
@@ -468,7 +472,7 @@ static int l45_recv_locked(struct l45_sock *st, struct sock *sk,
 			msg->msg_name = &sin_local;
 			name_local = true;
 		}
-		kv.iov_base = d->buf[0];
+		kv.iov_base = d->in;
 		kv.iov_len = d->size;
 		iov_iter_kvec(&msg->msg_iter, L45_ITER_DEST, &kv, 1, d->size);
 		r = l45_call_recvmsg(orig, sk, msg, d->size, tflags, addr_len);
@@ -505,12 +509,18 @@ static int l45_recv_locked(struct l45_sock *st, struct sock *sk,
 			break;
 		}
 
-		ch.cur_len = r;
-		ch.capacity = len;
-		r = n ? l45_run_chain(st, L45_RECV, snap, n, &ch) : L45_V_PASS;
+		/* The original message every module is offered (R8, R9). */
+		kv.iov_base = d->in;
+		kv.iov_len = r;
+		iov_iter_kvec(&src, L45_ITER_SOURCE, &kv, 1, r);
+		rd.src = &src;
+		rd.len = r;
+		v = L45_V_PASS;
+		if (n)
+			v = l45_run_modules(st, L45_RECV, snap, n, &rd);
 		l45_snapshot_put(snap, n);
 
-		if (r == L45_V_DROP) {
+		if (v == L45_V_DROP) {
 			if (nonblock) {
 				ret = copied ? copied : -EAGAIN;
 				break;
@@ -528,30 +538,36 @@ static int l45_recv_locked(struct l45_sock *st, struct sock *sk,
 			l45_msg_rx_restore(msg, &rxs);
 			continue;
 		}
-		if (r == L45_V_ERROR) {
-			ret = copied ? copied : ch.err;
+		if (v == L45_V_ERROR) {
+			ret = copied ? copied : rd.err;
 			break;
 		}
+		if (v == L45_V_REPLACE) {
+			data = d->out;
+			dlen = rd.out_len;
+		} else {
+			data = d->in;	/* unmodified (R6-R8) */
+			dlen = r;
+		}
 		if (!st->is_tcp) {
-			size_t want = min_t(size_t, ch.cur_len, len);
+			size_t want = min_t(size_t, dlen, len);
 
-			if (copy_to_iter(d->buf[ch.cur], want, &msg->msg_iter) !=
-			    want) {
+			if (copy_to_iter(data, want, &msg->msg_iter) != want) {
 				ret = -EFAULT;
 				break;
 			}
-			if (ch.cur_len > len)
+			if (dlen > len)
 				msg->msg_flags |= MSG_TRUNC;
 			else
 				msg->msg_flags &= ~MSG_TRUNC;
 			/* recv(MSG_TRUNC) reports the real datagram length. */
-			ret = (flags & MSG_TRUNC) ? ch.cur_len : want;
+			ret = (flags & MSG_TRUNC) ? dlen : want;
 			break;
 		}
 		/* TCP: deliver through the pending path at the loop's top. */
-		d->pend_idx = ch.cur;
+		d->pend_in = data == d->in;
 		d->pend_off = 0;
-		WRITE_ONCE(d->pend_len, ch.cur_len);
+		WRITE_ONCE(d->pend_len, dlen);
 	}
 	return ret;
 }

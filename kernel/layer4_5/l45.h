@@ -70,23 +70,41 @@ struct l45_cust {
 	struct timespec64 dep_ts;
 };
 
-/* Per socket, per direction. */
+/*
+ * Per socket, per direction.  Everything below is protected by 'lock';
+ * only pend_len (poll) and out (l45_sock_idle) are also read without it.
+ */
 struct l45_dir {
 	struct mutex lock;
 	/*
-	 * Two scratch buffers of 'size' bytes each (R2): a module reads the
-	 * current message from one and writes into the other, so several
-	 * modules can rewrite a message one after the other.  On recv, buf[0]
-	 * is also the bounce buffer the transport fills.
+	 * Scratch buffers of 'size' bytes each (R2).  The modules of a socket
+	 * are alternatives (R8): each is offered the original message and
+	 * writes its output into 'out' (cb->buf); the first one that does
+	 * not decline decides.  Recv also has 'in', the bounce buffer the
+	 * transport fills: the message every module reads (through a kvec
+	 * iterator) while writing 'out', and what is delivered when all
+	 * decline.  Send has no 'in' (modules read the application's
+	 * iterator), so 'in' is NULL there.  'out' != NULL means allocated.
 	 */
-	void *buf[2];
+	void *out;
+	void *in;
 	u32 size;
-	/* Bytes not yet handed on: TCP recv rest, unsent TCP send rest. */
-	u8 pend_idx;
+	/*
+	 * Bytes not yet handed on: TCP recv rest (in 'in' if the message
+	 * passed unmodified, else in 'out'), unsent TCP send rest (in 'out').
+	 */
+	bool pend_in;
 	u32 pend_off;
 	u32 pend_len;			/* READ_ONCE from poll */
-	struct customization_buffer cb;	/* what modules are handed */
+	struct customization_buffer cb;	/* what modules are handed; reset
+					 * before every callback */
 };
+
+/* Where the pending bytes start; d->lock held and d->pend_len != 0. */
+static inline void *l45_pend_data(struct l45_dir *d)
+{
+	return (d->pend_in ? d->in : d->out) + d->pend_off;
+}
 
 struct l45_sock {
 	struct rhash_head hnode;
@@ -183,7 +201,7 @@ bool l45_sock_idle(struct l45_sock *st, int dir);
 void l45_sock_set_skip(struct l45_sock *st);
 struct l45_sock *l45_sock_unlink(struct sock *sk);
 u32 l45_sock_recv_pending(struct sock *sk);
-int l45_dir_ensure(struct l45_dir *d, u32 size, bool two, u32 keep0);
+int l45_dir_ensure(struct l45_dir *d, u32 size, bool bounce, u32 keep_in);
 void l45_dir_free(struct l45_dir *d);
 void l45_track_connected(struct sock *sk);
 

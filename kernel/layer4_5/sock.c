@@ -56,55 +56,50 @@ u32 l45_sock_recv_pending(struct sock *sk)
 
 void l45_dir_free(struct l45_dir *d)
 {
-	kvfree(d->buf[0]);
-	kvfree(d->buf[1]);
-	d->buf[0] = NULL;
-	d->buf[1] = NULL;
+	kvfree(d->out);
+	kvfree(d->in);
+	d->out = NULL;
+	d->in = NULL;
 	d->size = 0;
+	d->pend_in = false;
 	d->pend_off = 0;
 	WRITE_ONCE(d->pend_len, 0);
 }
 
 /*
- * Make sure the direction has scratch buffers of at least @size bytes (and
- * the second one if @two).  Called with d->lock held.  Pending bytes, and
- * the first @keep0 bytes of buf[0] (a message already read from the
- * transport), survive a reallocation.
+ * Make sure the direction has scratch of at least max(64 KiB, @size) bytes
+ * (R2): the output buffer, and with @bounce (recv) the bounce buffer too.
+ * Called with d->lock held.  Pending bytes, and the first @keep_in bytes
+ * of the bounce buffer (a message already read from the transport),
+ * survive a reallocation.  On failure the old buffers stay as they were.
  */
-int l45_dir_ensure(struct l45_dir *d, u32 size, bool two, u32 keep0)
+int l45_dir_ensure(struct l45_dir *d, u32 size, bool bounce, u32 keep_in)
 {
-	void *nb[2] = { NULL, NULL };
-	int i;
+	void *out, *in = NULL;
 
-	size = max_t(u32, size, L45_DEFAULT_BUF);
-	if (d->size >= size) {
-		if (two && !d->buf[1]) {
-			d->buf[1] = kvzalloc(d->size, GFP_KERNEL);
-			if (!d->buf[1])
-				return -ENOMEM;
-		}
+	size = max3(size, (u32)L45_DEFAULT_BUF, d->size);
+	if (d->out && d->size >= size && (d->in || !bounce))
 		return 0;
-	}
-	for (i = 0; i < 2; i++) {
-		if (i == 1 && !two && !d->buf[1])
-			break;
-		nb[i] = kvzalloc(size, GFP_KERNEL);
-		if (!nb[i]) {
-			kvfree(nb[0]);
+	out = kvzalloc(size, GFP_KERNEL);
+	if (!out)
+		return -ENOMEM;
+	if (bounce || d->in) {
+		in = kvzalloc(size, GFP_KERNEL);
+		if (!in) {
+			kvfree(out);
 			return -ENOMEM;
 		}
 	}
-	if (d->buf[0] && keep0)
-		memcpy(nb[0], d->buf[0], keep0);
+	if (keep_in && d->in)
+		memcpy(in, d->in, keep_in);
 	if (d->pend_len) {
-		memcpy(nb[d->pend_idx], d->buf[d->pend_idx] + d->pend_off,
-		       d->pend_len);
+		memcpy(d->pend_in ? in : out, l45_pend_data(d), d->pend_len);
 		d->pend_off = 0;
 	}
-	kvfree(d->buf[0]);
-	kvfree(d->buf[1]);
-	d->buf[0] = nb[0];
-	d->buf[1] = nb[1];
+	kvfree(d->out);
+	kvfree(d->in);
+	d->out = out;
+	d->in = in;
 	d->size = size;
 	return 0;
 }
@@ -290,7 +285,7 @@ bool l45_sock_idle(struct l45_sock *st, int dir)
 
 	if (!smp_load_acquire(&st->flow_done))
 		return false;
-	if (READ_ONCE(d->pend_len) || READ_ONCE(d->buf[0]))
+	if (READ_ONCE(d->pend_len) || READ_ONCE(d->out))
 		return false;
 	if (READ_ONCE(st->skip))
 		return true;
