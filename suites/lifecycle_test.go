@@ -24,8 +24,11 @@ import (
 	"layer45/vmimages/traffic"
 )
 
+// TestLifecycle runs its guests with two vCPUs, so unloads, closes and
+// callbacks race on two CPUs for real.
 func TestLifecycle(t *testing.T) {
-	p := suite.NewPair(t)
+	p := suite.NewPair(t, vm.WithCPUs(2))
+	suite.RequireCPUs(t, p, 2)
 	p.Run(t, "R15/unload-and-load-during-sustained-tcp", func(t *testing.T) { r15UnloadUnderTCP(t, p) })
 	p.Run(t, "R15/unload-while-a-callback-sleeps", func(t *testing.T) { r15UnloadWhileSleeping(t, p) })
 	p.Run(t, "R15/kill-client-inside-a-callback", func(t *testing.T) { r15KillInsideCallback(t, p) })

@@ -22,8 +22,11 @@ import (
 	"layer45/vmimages/traffic"
 )
 
+// TestRegistrationBuffersControl runs its guests with two vCPUs (R2's
+// load/unload cycles under traffic race on two CPUs).
 func TestRegistrationBuffersControl(t *testing.T) {
-	p := suite.NewPair(t)
+	p := suite.NewPair(t, vm.WithCPUs(2))
+	suite.RequireCPUs(t, p, 2)
 	p.Run(t, "R1/null-recv-refused-EINVAL-nothing-leaked", func(t *testing.T) { r1NullRecv(t, p) })
 	p.Run(t, "R1/duplicate-id-refused-nothing-leaked", func(t *testing.T) { r1DuplicateID(t, p) })
 	p.Run(t, "R2/sockets-and-load-unload-cycles", func(t *testing.T) { r2Cycles(t, p) })

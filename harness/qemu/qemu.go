@@ -68,7 +68,7 @@ func (c *Config) Args() []string {
 		// restarts guests itself when a test asks for a reboot.
 		"-no-reboot",
 		"-machine", "q35", "-m", strconv.Itoa(c.MemoryMiB), "-smp", strconv.Itoa(c.CPUs),
-		"-accel", string(c.Accel),
+		"-accel", c.accelArg(),
 	}
 	if c.Accel == KVM {
 		a = append(a, "-cpu", "host")
@@ -98,6 +98,16 @@ func (c *Config) Args() []string {
 		a = append(a, "-drive", drive, "-device", "virtio-blk-pci,drive=disk"+strconv.Itoa(i))
 	}
 	return a
+}
+
+// accelArg names the accelerator; with TCG and several vCPUs it asks for
+// one host thread per vCPU (multi-threaded TCG), so guest CPUs really run
+// in parallel and races between them can happen as on hardware.
+func (c *Config) accelArg() string {
+	if c.Accel == TCG && c.CPUs > 1 {
+		return "tcg,thread=multi"
+	}
+	return string(c.Accel)
 }
 
 // CommandLine is the full command, shell-quoted, for evidence and for a

@@ -33,6 +33,8 @@ func TestArgsWireConsoleAgentNICsAndDisks(t *testing.T) {
 		require.Contains(t, args, want)
 	}
 	require.NotContains(t, args, "-cpu host", "TCG must not ask for the host CPU model")
+	c.CPUs = 2
+	require.Contains(t, strings.Join(c.Args(), " "), "-smp 2 -accel tcg,thread=multi", "two vCPUs under TCG run on two host threads")
 	c.Accel = KVM
 	require.Contains(t, strings.Join(c.Args(), " "), "-accel kvm -cpu host")
 }

@@ -118,6 +118,20 @@ func loadedModules(t testing.TB, m *vm.Machine) map[string]bool {
 	return mods
 }
 
+// RequireCPUs fails t unless both guests have n CPUs online.
+func RequireCPUs(t testing.TB, p *Pair, n int) {
+	t.Helper()
+	want := "0"
+	if n > 1 {
+		want = fmt.Sprintf("0-%d", n-1)
+	}
+	for _, m := range []*vm.Machine{p.Server, p.Client} {
+		if got := strings.TrimSpace(m.MustRun(t, "/bin/cat", "/sys/devices/system/cpu/online")); got != want {
+			t.Fatalf("guest %s: CPUs online %q, want %q", m.Name, got, want)
+		}
+	}
+}
+
 // LoadCore loads Layer 4.5 into m unless its kernel has it built in.
 func LoadCore(t testing.TB, m *vm.Machine, mods *modules.Set) {
 	t.Helper()
