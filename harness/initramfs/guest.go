@@ -73,17 +73,79 @@ func Compose(k *kernels.Kernel, tools Tools) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	decompresses := kernelDecompresses(k)
 	var load strings.Builder
 	for _, f := range files {
-		if strings.HasSuffix(f, ".ko.xz") || strings.HasSuffix(f, ".ko.zst") || strings.HasSuffix(f, ".ko.gz") {
-			return nil, fmt.Errorf("kernel %s ships compressed module %s: not supported yet", k.Release, f)
+		host := filepath.Join(k.ModulesDir, f)
+		format := compression(f)
+		if format == "" || decompresses[format] {
+			// The agent loads a compressed module with
+			// MODULE_INIT_COMPRESSED_FILE; this kernel unpacks it.
+			guest := path.Join(guest.ModulesRoot, k.Release, f)
+			im.AddFile(guest, host, 0o644)
+			load.WriteString(guest + "\n")
+			continue
 		}
-		guest := path.Join(guest.ModulesRoot, k.Release, f)
-		im.AddFile(guest, filepath.Join(k.ModulesDir, f), 0o644)
+		data, err := decompress(host, format)
+		if err != nil {
+			return nil, fmt.Errorf("kernel %s: %w", k.Release, err)
+		}
+		guest := path.Join(guest.ModulesRoot, k.Release, strings.TrimSuffix(f, "."+format))
+		im.AddBytes(guest, data, 0o644)
 		load.WriteString(guest + "\n")
 	}
 	im.AddBytes(guest.ModulesLoad, []byte(load.String()), 0o644)
 	return im, nil
+}
+
+// compression is the compression suffix of a module file (xz, zst, gz), or
+// "" for a plain .ko.
+func compression(file string) string {
+	for _, f := range []string{"xz", "zst", "gz"} {
+		if strings.HasSuffix(file, ".ko."+f) {
+			return f
+		}
+	}
+	return ""
+}
+
+// kernelDecompresses says which compressed module formats the kernel
+// unpacks itself in finit_module (CONFIG_MODULE_DECOMPRESS, for the one
+// format CONFIG_MODULE_COMPRESS_* selects), read from its build
+// directory's configuration. Others are decompressed on the host.
+func kernelDecompresses(k *kernels.Kernel) map[string]bool {
+	out := map[string]bool{}
+	b, err := os.ReadFile(filepath.Join(k.BuildDir, ".config"))
+	if err != nil {
+		return out
+	}
+	conf := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutSuffix(l, "=y"); ok {
+			conf[name] = true
+		}
+	}
+	if !conf["CONFIG_MODULE_DECOMPRESS"] {
+		return out
+	}
+	for format, option := range map[string]string{"xz": "CONFIG_MODULE_COMPRESS_XZ", "zst": "CONFIG_MODULE_COMPRESS_ZSTD", "gz": "CONFIG_MODULE_COMPRESS_GZIP"} {
+		out[format] = conf[option]
+	}
+	return out
+}
+
+// decompress unpacks a compressed module with the command-line tool of its
+// format (xz-utils, zstd, gzip: the set-up installs them).
+func decompress(file, format string) ([]byte, error) {
+	tool := map[string]string{"xz": "xz", "zst": "zstd", "gz": "gzip"}[format]
+	var stderr bytes.Buffer
+	cmd := exec.Command(tool, "-dc", file)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("decompress module %s with %s: %w %s (install %s: make setup)", file, tool, err, strings.TrimSpace(stderr.String()), tool)
+	}
+	return out, nil
 }
 
 func addBusybox(im *Image) error {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"layer45/harness/cache"
@@ -41,6 +42,10 @@ type Kernel struct {
 	// Provider names where it came from; Packages what it was made of.
 	Provider string    `json:"provider"`
 	Packages []Package `json:"packages,omitempty"`
+	// Toolchain is how modules for this kernel are compiled. The provider
+	// sets it each time it hands out the kernel (a build root is a cache
+	// entry of its own, refreshed apart from the kernel's).
+	Toolchain *Toolchain `json:"-"`
 }
 
 // String is a one-line description for logs and reports.
@@ -116,18 +121,26 @@ func readManifest(dir string) (*Kernel, error) {
 // default kernel. layer45 is the repository's kernel/ folder, which
 // source-built kernels compile in.
 //
-//	debian[:SUITE]            Debian's prebuilt kernel (default debian:bookworm)
+//	debian[:SUITE[:SERIES]]   Debian's prebuilt kernel (default debian:bookworm);
+//	                          SERIES picks one of the suite's kernel series
+//	                          (debian:bookworm:6.12) or insists on it
 //	source:SERIES[:debug]     linux-source-SERIES with Layer 4.5 built in
 func Parse(spec string, c *cache.Cache, layer45 string) (Provider, error) {
 	parts := strings.Split(spec, ":")
 	switch {
-	case parts[0] == "" || parts[0] == "debian":
+	case parts[0] == "" && len(parts) == 1 || parts[0] == "debian":
 		suite := DefaultDebianSuite
 		if len(parts) > 1 && parts[1] != "" {
 			suite = parts[1]
 		}
+		if !suiteName.MatchString(suite) {
+			break
+		}
 		if len(parts) <= 2 {
 			return &Debian{Suite: suite, Cache: c}, nil
+		}
+		if len(parts) == 3 && seriesName.MatchString(parts[2]) {
+			return &Debian{Suite: suite, Series: parts[2], Cache: c}, nil
 		}
 	case parts[0] == "source" && len(parts) >= 2 && parts[1] != "":
 		if len(parts) == 2 {
@@ -137,5 +150,8 @@ func Parse(spec string, c *cache.Cache, layer45 string) (Provider, error) {
 			return &Source{Series: parts[1], Debug: true, Layer45: layer45, Cache: c}, nil
 		}
 	}
-	return nil, fmt.Errorf("unknown kernel %q: use debian[:SUITE] or source:SERIES[:debug] (the default is debian:%s)", spec, DefaultDebianSuite)
+	return nil, fmt.Errorf("unknown kernel %q: use debian[:SUITE[:SERIES]] or source:SERIES[:debug] (the default is debian:%s)", spec, DefaultDebianSuite)
 }
+
+// seriesName is a kernel series: 5.10, 6.12, 7.2.
+var seriesName = regexp.MustCompile(`^\d+\.\d+$`)

@@ -87,7 +87,15 @@ func (s *Source) Kernel(ctx context.Context, progress io.Writer) (*Kernel, error
 	if err != nil {
 		return nil, fmt.Errorf("kernel %s: %w", s.Name(), err)
 	}
-	return readManifest(dir)
+	k, err := readManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	// Built here with this machine's compiler: modules are built with it.
+	if k.Toolchain, err = hostToolchain(ctx, s.run(), k.BuildDir, nil); err != nil {
+		return nil, fmt.Errorf("kernel %s (%s): no compiler for its modules: %w", s.Name(), k.Release, err)
+	}
+	return k, nil
 }
 
 func (s *Source) build(ctx context.Context, dir, pkg, version string, progress io.Writer) error {

@@ -92,9 +92,9 @@ func Build(ctx context.Context, c *cache.Cache, k *kernels.Kernel, src string) (
 	if err != nil {
 		return nil, err
 	}
-	key := cache.Key("modules-"+k.Release, srcHash, k.String(), compilerVersion())
+	key := cache.Key("modules-"+k.Release, srcHash, k.String(), toolchainID(k.Toolchain))
 	dir, err := c.Get(ctx, key, func(ctx context.Context, dir string) error {
-		return build(ctx, dir, k, src, files)
+		return build(ctx, c, dir, k, src, files)
 	})
 	if err != nil {
 		return nil, err
@@ -102,25 +102,62 @@ func Build(ctx context.Context, c *cache.Cache, k *kernels.Kernel, src string) (
 	return collect(dir)
 }
 
-func compilerVersion() string {
+// toolchainID names the compiler in the cache key: the kernel's toolchain,
+// or for a kernel that names none (tests), the host's gcc.
+func toolchainID(t *kernels.Toolchain) string {
+	if t != nil {
+		return t.String()
+	}
 	out, _ := exec.Command("gcc", "--version").Output()
 	line, _, _ := strings.Cut(string(out), "\n")
 	return line
 }
 
-func build(ctx context.Context, dir string, k *kernels.Kernel, src string, files []string) error {
+// build compiles the tree with the kernel's toolchain: on the host, or
+// chrooted into the build root of the kernel's Debian suite, which sees the
+// cache (the kernel headers and this build) at the same paths.
+func build(ctx context.Context, c *cache.Cache, dir string, k *kernels.Kernel, src string, files []string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	kdir, err := filepath.Abs(k.BuildDir)
+	if err != nil {
+		return err
+	}
 	tree := filepath.Join(dir, "kernel")
 	for _, f := range files {
 		if err := copyFile(filepath.Join(src, f), filepath.Join(tree, f)); err != nil {
 			return err
 		}
 	}
-	cmd := exec.CommandContext(ctx, "make", "-C", tree, "KDIR="+k.BuildDir, fmt.Sprintf("-j%d", runtime.NumCPU()))
+	var binds []string
+	if t := k.Toolchain; t != nil && t.Root != "" {
+		root, err := filepath.Abs(c.Root())
+		if err != nil {
+			return err
+		}
+		for _, p := range []string{dir, kdir} {
+			if rel, err := filepath.Rel(root, p); err != nil || strings.HasPrefix(rel, "..") {
+				return fmt.Errorf("building modules for kernel %s in its build root needs %s inside the cache %s", k.Release, p, root)
+			}
+		}
+		binds = []string{root}
+	}
+	var log bytes.Buffer
+	if t := k.Toolchain; t != nil {
+		fmt.Fprintf(&log, "# kernel %s built with: %s\n# modules built with: %s\n", k.Release, t.Compiler, t.String())
+		for _, p := range t.Packages {
+			fmt.Fprintf(&log, "#   %s=%s\n", p.Name, p.Version)
+		}
+	}
+	cmd := k.Toolchain.Command(ctx, tree, binds, "make", "-C", tree, "KDIR="+kdir, fmt.Sprintf("-j%d", runtime.NumCPU()))
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	err := cmd.Run()
-	os.WriteFile(filepath.Join(dir, "build.log"), out.Bytes(), 0o644)
+	err = cmd.Run()
+	log.Write(out.Bytes())
+	os.WriteFile(filepath.Join(dir, "build.log"), log.Bytes(), 0o644)
 	if err != nil {
 		return fmt.Errorf("Layer 4.5 modules failed to compile against kernel %s: %w\n%s", k.Release, err, tail(out.String(), 40))
 	}

@@ -66,3 +66,31 @@ func TestCompileFailureCarriesTheCompilerOutput(t *testing.T) {
 	require.ErrorContains(t, err, "failed to compile against kernel 6.1.0-test")
 	require.ErrorContains(t, err, "tag.c:3:1: error: expected ; before }")
 }
+
+func TestTheToolchainIsRecordedAndKeysTheBuild(t *testing.T) {
+	c, err := cache.Open(t.TempDir())
+	require.NoError(t, err)
+	src := fakeTree(t, goodMakefile)
+	host := &kernels.Toolchain{Compiler: "gcc-12 (Debian 12.2.0-14) 12.2.0", Found: "gcc-12 (Debian 12.2.0-14) 12.2.0"}
+	k := &kernels.Kernel{Release: "6.1.0-test", BuildDir: "/kdir", Toolchain: host}
+	s, err := Build(context.Background(), c, k, src)
+	require.NoError(t, err)
+	require.Contains(t, s.Log, "# kernel 6.1.0-test built with: gcc-12 (Debian 12.2.0-14) 12.2.0\n")
+
+	other := *host
+	other.Found = "gcc-12 (Debian 12.2.0-15) 12.2.0"
+	k2 := *k
+	k2.Toolchain = &other
+	s2, err := Build(context.Background(), c, &k2, src)
+	require.NoError(t, err)
+	require.NotEqual(t, s.Dir, s2.Dir, "another compiler builds anew")
+}
+
+func TestABuildRootBuildNeedsTheKernelInTheCache(t *testing.T) {
+	c, err := cache.Open(t.TempDir())
+	require.NoError(t, err)
+	k := &kernels.Kernel{Release: "7.2.0-test", BuildDir: "/usr/src/linux-headers-7.2.0-test",
+		Toolchain: &kernels.Toolchain{Compiler: "gcc-16 (Debian 16.2.0-4) 16.2.0", Found: "gcc-16 (Debian 16.2.0-4) 16.2.0", Root: "/nonexistent/root"}}
+	_, err = Build(context.Background(), c, k, fakeTree(t, goodMakefile))
+	require.ErrorContains(t, err, "needs /usr/src/linux-headers-7.2.0-test inside the cache")
+}
