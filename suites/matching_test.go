@@ -155,11 +155,10 @@ func r14FiveLowestAndReorder(t *testing.T, p *suite.Pair) {
 		p.Load(t, p.Client, c.name, suite.ClientTarget("udp", port, suite.Params{"priority": 60 - 10*i, "on_recv": 0, "decline": 1}))
 	}
 	names := chainNames(6)
+	before := suite.SendOffers(t, p.Client, names...)
 	live := suite.StartLive(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
 		Messages: []string{"m0", "m1"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
-	before := suite.SendOffers(t, p.Client, names...)
-	live.Step(t) // m0
-	live.Ready(t)
+	live.Ready(t) // m0 went out; the socket waits before m1
 	after := suite.SendOffers(t, p.Client, names...)
 	require.Equal(t, []string{"chain_f", "chain_e", "chain_d", "chain_c", "chain_b"}, after.AskedSince(t, before),
 		"the five lowest priority values, lowest first")
@@ -215,8 +214,7 @@ func r14ApplyNow(t *testing.T, p *suite.Pair) {
 	require.Equal(t, []string{"P:m0", "P:m1N", "P:m2N"}, rep.Received(), "ops: %+v", rep.Ops)
 	later := suite.StartLive(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
 		Messages: []string{"n0", "n1"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
-	later.Step(t) // n0: the socket is tracked
-	later.Ready(t)
+	later.Ready(t) // n0 went out: the socket is tracked
 	for _, id := range []int{tagID, tag2ID} {
 		e, _ := suite.Entry(t, p.Client, id)
 		require.Equal(t, 1, e.Count, "module %d: a socket tracked afterwards gets both", id)

@@ -3,6 +3,7 @@ package vm
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 
 	"layer45/harness/artifacts"
@@ -81,8 +82,19 @@ func (m *Machine) Use(t testing.TB) {
 		m.mu.Lock()
 		m.owner = prev
 		m.mu.Unlock()
+		// The guest's evidence (kept, since the test that booted it fails
+		// with t) is t's evidence too.
+		if t.Failed() {
+			if _, seen := evidenceNamed.LoadOrStore(t.Name()+"\x00"+m.evidence.Path(), true); !seen {
+				attr(t, artifacts.AttrEvidence, m.evidence.Path())
+			}
+		}
 	})
 }
+
+// evidenceNamed remembers which (test, folder) pairs were recorded, so two
+// guests sharing one folder name it once.
+var evidenceNamed sync.Map
 
 // failOwner fails t with every unhandled report charged to it (with all
 // set, every unhandled report: t is the test that booted the guest).
