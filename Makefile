@@ -13,7 +13,7 @@ GO ?= go
 # Guest tests share 2 cores; one test package at a time keeps boots paced.
 TESTFLAGS ?= -count=1 -p 1 -timeout 80m
 
-.PHONY: setup packages test e2e bench clean-cache
+.PHONY: setup packages test e2e matrix faults bench clean-cache
 
 setup: packages
 	$(GO) run ./cmd/l45 setup
@@ -37,6 +37,17 @@ test: setup
 
 e2e: setup
 	$(GO) run ./cmd/l45 e2e
+
+# The suites on every kernel of kernel/matrix.json ($L45_MATRIX: names, or
+# nightly, the default), one table at the end.
+matrix: packages
+	$(GO) run ./cmd/l45 matrix
+
+# Each deliberate fault of kernel/faults against the suites: which tests turn
+# red (README, "Deliberate faults"). E.g. make faults FAULTFLAGS="--only error-sign --sample"
+FAULTFLAGS ?=
+faults: setup
+	$(GO) run ./cmd/l45 faults $(FAULTFLAGS)
 
 bench: setup
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count=1 -timeout 60m ./harness/vm/

@@ -4,16 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"time"
 
 	"layer45/harness/artifacts"
 	"layer45/harness/infra"
 	"layer45/harness/kernels"
-	"layer45/harness/verdict"
-	"layer45/harness/vm"
 )
 
 // e2e runs the end-to-end suites with go test -json, prints each test's
@@ -22,26 +18,13 @@ import (
 // that a missing QEMU or kernel is reported as what it is, once, and not
 // as every rule failing.
 func e2e(ctx context.Context, extra []string) error {
-	if _, err := vm.NewEnv(ctx, os.Getenv("L45_KERNEL"), os.Getenv("L45_ACCEL"), os.Stderr); err != nil {
-		return err
-	}
-	args := append([]string{"test", "-json", "-count=1", "-p", "1", "-timeout", "80m"}, extra...)
-	args = append(args, "./suites/...")
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
+	if err := prepare(ctx, nil, os.Stderr); err != nil {
 		return err
 	}
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return infra.Wrap("run go test", err)
-	}
-	sum, readErr := verdict.Read(out, os.Stdout)
-	io.Copy(io.Discard, out)
-	waitErr := cmd.Wait()
-	if readErr != nil {
-		return infra.Wrap("read the test results", readErr)
+	sum, err := runSuites(ctx, nil, extra, os.Stdout)
+	if err != nil {
+		return err
 	}
 	kernel := os.Getenv("L45_KERNEL")
 	if kernel == "" {
@@ -66,9 +49,6 @@ func e2e(ctx context.Context, extra []string) error {
 			return fmt.Errorf("test packages did not build or their binary died: %v", sum.Broken)
 		}
 		return fmt.Errorf("the contract does not hold on this kernel (see the table above)")
-	}
-	if waitErr != nil {
-		return fmt.Errorf("go test: %w", waitErr)
 	}
 	return nil
 }

@@ -3,6 +3,9 @@
 //	l45 setup    fetch the default kernel and build the guest image (idempotent)
 //	l45 e2e      run the end-to-end suites and print a per-rule verdict
 //	l45 cache    list, prune or clean the cache (l45 cache help)
+//	l45 faults   run the suites against each deliberate fault of kernel/faults (l45 faults -h)
+//	l45 matrix   run the suites on every kernel of kernel/matrix.json ($L45_MATRIX), one table;
+//	             l45 matrix merge DIR joins the results of per-kernel CI jobs
 //
 // Kernel and accelerator come from $L45_KERNEL and $L45_ACCEL as in tests.
 //
@@ -26,7 +29,7 @@ import (
 )
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: l45 setup | e2e [go test flags...] | cache list|prune [--max SIZE]|clean")
+	fmt.Fprintln(os.Stderr, "usage: l45 setup | e2e [go test flags...] | faults [--only NAME,...] [--sample] | cache list|prune [--max SIZE]|clean | matrix [go test flags] | matrix merge DIR")
 	os.Exit(2)
 }
 
@@ -44,6 +47,10 @@ func main() {
 		err = e2e(ctx, os.Args[2:])
 	case "cache":
 		err = cacheCmd(ctx, os.Args[2:])
+	case "faults":
+		err = faultsCmd(ctx, os.Args[2:])
+	case "matrix":
+		err = matrixCmd(ctx, os.Args[2:])
 	default:
 		usage()
 	}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+
+	"layer45/harness/infra"
+	"layer45/harness/verdict"
+	"layer45/harness/vm"
+)
+
+// withEnv runs f with the variables of env set in this process (the
+// harness reads L45_KERNEL and L45_TREE from it), restoring them after.
+func withEnv(env map[string]string, f func() error) error {
+	for k, v := range env {
+		old, had := os.LookupEnv(k)
+		os.Setenv(k, v)
+		defer func() {
+			if had {
+				os.Setenv(k, old)
+			} else {
+				os.Unsetenv(k)
+			}
+		}()
+	}
+	return f()
+}
+
+// prepare makes the guests' environment for env (kernel fetched or built,
+// image composed), so a kernel that cannot be had is reported once, as an
+// infrastructure failure, before any test runs. Progress goes to progress.
+func prepare(ctx context.Context, env map[string]string, progress io.Writer) error {
+	return withEnv(env, func() error {
+		_, err := vm.NewEnv(ctx, os.Getenv("L45_KERNEL"), os.Getenv("L45_ACCEL"), progress)
+		return err
+	})
+}
+
+// runSuites runs `go test -json` on the end-to-end suites with env added
+// to the environment and args added to go test's flags, echoing each
+// test's result to echo as it finishes, and returns the per-rule verdict.
+// An error means the tests could not run or be read (an *infra.Error);
+// failing tests are in the verdict.
+func runSuites(ctx context.Context, env map[string]string, args []string, echo io.Writer) (*verdict.Summary, error) {
+	goArgs := append([]string{"test", "-json", "-count=1", "-p", "1", "-timeout", "80m"}, args...)
+	goArgs = append(goArgs, "./suites/...")
+	cmd := exec.CommandContext(ctx, "go", goArgs...)
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(withoutVar(cmd.Env, k), k+"="+v)
+	}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, infra.Wrap("run go test", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, infra.Wrap("run go test", err)
+	}
+	sum, readErr := verdict.Read(out, echo)
+	io.Copy(io.Discard, out)
+	waitErr := cmd.Wait()
+	if readErr != nil {
+		return nil, infra.Wrap("read the test results", readErr)
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	var ee *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &ee) {
+		return nil, infra.Wrap("run go test", waitErr)
+	}
+	return sum, nil
+}
+
+// withoutVar drops key's entries from an environment list.
+func withoutVar(env []string, key string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, key+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
