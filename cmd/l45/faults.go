@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -18,7 +17,6 @@ import (
 	"layer45/harness/kernels"
 	"layer45/harness/modules"
 	"layer45/harness/repo"
-	"layer45/harness/verdict"
 	"layer45/harness/vm"
 )
 
@@ -98,14 +96,14 @@ func faultsCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return infra.Wrap("find the Layer 4.5 tree", err)
 	}
-	run := &faultRun{root: root, tree: tree, sample: *sample, out: os.Stdout}
+	run := &faultRun{tree: tree, sample: *sample, out: os.Stdout}
 	return run.all(ctx, list)
 }
 
 type faultRun struct {
-	root, tree string
-	sample     bool
-	out        io.Writer
+	tree   string
+	sample bool
+	out    io.Writer
 	// env is the guests' environment, made for the unpatched tree, which
 	// built for its kernel: a fault that does not build is the patch's
 	// doing.
@@ -254,60 +252,27 @@ func (r *faultRun) one(ctx context.Context, f *faults.Fault, base *faults.Outcom
 // prepare makes the guests' environment for the tree at dir, as go test
 // will (a kernel with Layer 4.5 built in is built from that tree).
 func (r *faultRun) prepare(ctx context.Context, dir string) (*vm.Env, error) {
-	old, had := os.LookupEnv("L45_TREE")
-	os.Setenv("L45_TREE", dir)
-	defer func() {
-		if had {
-			os.Setenv("L45_TREE", old)
-		} else {
-			os.Unsetenv("L45_TREE")
-		}
-	}()
-	return vm.NewEnv(ctx, os.Getenv("L45_KERNEL"), os.Getenv("L45_ACCEL"), r.out)
+	var env *vm.Env
+	err := withEnv(map[string]string{"L45_TREE": dir}, func() error {
+		var err error
+		env, err = vm.NewEnv(ctx, os.Getenv("L45_KERNEL"), os.Getenv("L45_ACCEL"), r.out)
+		return err
+	})
+	return env, err
 }
 
-// goTest runs the suites selected by expr against the tree at dir, echoing
-// each test's result as it finishes, and reads the outcome with the
-// per-rule verdict's reader. An error means go test could not run at all.
+// goTest runs the suites selected by expr against the tree at dir with the
+// runner l45 e2e uses (each test's result echoed as it finishes), and
+// reads the outcome from the per-rule verdict. An error means go test
+// could not run at all.
 func (r *faultRun) goTest(ctx context.Context, expr, dir, timeout string) (*faults.Outcome, error) {
-	args := []string{"test", "-json", "-count=1", "-p", "1", "-timeout", timeout, "-run", expr, "./suites/"}
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = r.root
-	cmd.Env = append(withoutEnv(os.Environ(), "L45_TREE"), "L45_TREE="+dir)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	sum, err := runSuites(ctx, map[string]string{"L45_TREE": dir}, []string{"-timeout", timeout, "-run", expr}, r.out)
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, infra.Wrap("run go test", err)
-	}
-	sum, readErr := verdict.Read(out, r.out)
-	io.Copy(io.Discard, out)
-	waitErr := cmd.Wait()
-	if readErr != nil {
-		return nil, infra.Wrap("read the test results", readErr)
-	}
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
 	o := &faults.Outcome{}
 	o.Add(sum)
-	var ee *exec.ExitError
-	if waitErr != nil && !errors.As(waitErr, &ee) {
-		return nil, infra.Wrap("run go test", waitErr)
-	}
 	return o, nil
-}
-
-func withoutEnv(env []string, key string) []string {
-	var out []string
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, key+"=") {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 func summarizeRed(o *faults.Outcome) string {

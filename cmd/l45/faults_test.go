@@ -86,13 +86,14 @@ exit 1
 	t.Setenv("FAKE_GO_ARGS", argsFile)
 	t.Setenv("L45_TREE", "/somewhere/else")
 	var echo strings.Builder
-	r := &faultRun{root: t.TempDir(), out: &echo}
+	r := &faultRun{out: &echo}
 	o, err := r.goTest(t.Context(), "TestR3_R4_DropAndError/^R4$|TestR3_R4_DropAndError/^R3$/drop-send", "/tmp/l45-fault-x", faultTimeout)
 	if err != nil {
 		t.Fatalf("goTest: %v", err)
 	}
 	args, _ := os.ReadFile(argsFile)
-	want := "test -json -count=1 -p 1 -timeout 60m -run TestR3_R4_DropAndError/^R4$|TestR3_R4_DropAndError/^R3$/drop-send ./suites/\nL45_TREE=/tmp/l45-fault-x\n"
+	// The shared runner's own -timeout comes first; go test takes the last.
+	want := "test -json -count=1 -p 1 -timeout 80m -timeout 60m -run TestR3_R4_DropAndError/^R4$|TestR3_R4_DropAndError/^R3$/drop-send ./suites/...\nL45_TREE=/tmp/l45-fault-x\n"
 	if string(args) != want {
 		t.Errorf("go was run as\n%s\nwant\n%s", args, want)
 	}
