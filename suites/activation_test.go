@@ -35,6 +35,8 @@ func TestActivationMatchingOrdering(t *testing.T) {
 	p.Run(t, "R14/protocol-address-port-connected-unconnected", func(t *testing.T) { r14Filters(t, p) })
 	p.Run(t, "R14/at-most-five-lowest-priority-reorder-live-ties", func(t *testing.T) { r14FiveLowestAndReorder(t, p) })
 	p.Run(t, "R14/apply-now-existing-sockets", func(t *testing.T) { r14ApplyNow(t, p) })
+	p.Run(t, "R14/apply-now-only-into-free-slots", func(t *testing.T) { r14ApplyNowFreeSlots(t, p) })
+	p.Run(t, "R16/report-count-follows-sockets", func(t *testing.T) { r16CountFollowsSockets(t, p) })
 }
 
 // The inactive module (activate=0) and tag both match one live UDP

@@ -222,3 +222,73 @@ func r14ApplyNow(t *testing.T, p *suite.Pair) {
 	require.Equal(t, []string{"P:n0L", "P:n1L"}, later.Finish(t).Received())
 	require.Equal(t, []string{"m0", "m1N", "m2N", "n0L", "n1L"}, p.WaitPayloads(t, "udp", port, true, 5))
 }
+
+// r14ApplyNowFreeSlots: apply_now offers a module to existing sockets only
+// while they have a free slot (contract section 4: a sixth module overran
+// the 5-slot array). A live socket with three modules takes two of three
+// apply_now modules and no more; then it is full and a module with a
+// better priority than all of them is still not attached.
+func r14ApplyNowFreeSlots(t *testing.T, p *suite.Pair) {
+	const port = 7206
+	echo := p.StartEcho(t, "udp", port, echoPrefix)
+	for i, c := range chains[:3] {
+		p.Load(t, p.Client, c.name, suite.ClientTarget("udp", port, suite.Params{"priority": 10 * (i + 1), "on_recv": 0, "decline": 1}))
+	}
+	live := suite.StartLive(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
+		Messages: []string{"m0", "m1", "m2"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
+	live.Ready(t) // m0: tracked with chain_a..c
+	for i, c := range chains[3:6] {
+		p.Load(t, p.Client, c.name, suite.ClientTarget("udp", port, suite.Params{"priority": 40 + i, "on_recv": 0, "decline": 1, "apply_now": 1}))
+	}
+	live.Step(t) // m1: the apply_now modules are offered
+	live.Ready(t)
+	attached := 0
+	for _, c := range chains[3:6] {
+		e, _ := suite.Entry(t, p.Client, c.id)
+		attached += e.Count
+	}
+	require.Equal(t, 2, attached, "three apply_now modules, two free slots")
+	for _, c := range chains[:3] {
+		e, _ := suite.Entry(t, p.Client, c.id)
+		require.Equal(t, 1, e.Count, "%s keeps its slot", c.name)
+	}
+	// Full now: a better-priority apply_now module stays out.
+	p.Load(t, p.Client, "tag", suite.ClientTarget("udp", port, suite.Params{"priority": 1, "on_recv": 0, "apply_now": 1, "tag": "X"}))
+	before := suite.SendOffers(t, p.Client, chainNames(6)...)
+	rep := live.Finish(t) // m2
+	asked := suite.SendOffers(t, p.Client, chainNames(6)...).AskedSince(t, before)
+	require.Len(t, asked, 5, "five modules asked about m2: %v", asked)
+	e, _ := suite.Entry(t, p.Client, tagID)
+	require.Equal(t, 0, e.Count, "a full socket takes no sixth module")
+	require.Equal(t, []string{"P:m0", "P:m1", "P:m2"}, rep.Received(), "every module declined; the tag module never ran")
+}
+
+// r16CountFollowsSockets: CUST_REPORT's Count is the number of live
+// sockets a module is attached to: it rises when a socket is tracked and
+// falls back when the socket closes.
+func r16CountFollowsSockets(t *testing.T, p *suite.Pair) {
+	const port = 7207
+	echo := p.StartEcho(t, "udp", port, echoPrefix)
+	p.Load(t, p.Client, "nocust", suite.ClientTarget("udp", port, nil))
+	e, _ := suite.Entry(t, p.Client, 104)
+	require.Equal(t, 0, e.Count, "no socket yet")
+	var lives []*suite.Live
+	for range 2 {
+		l := suite.StartLive(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
+			Messages: []string{"a", "b"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
+		l.Ready(t)
+		lives = append(lives, l)
+	}
+	e, _ = suite.Entry(t, p.Client, 104)
+	require.Equal(t, 2, e.Count, "two live sockets")
+	lives[0].Finish(t)
+	vm.WaitFor(t, "Count to drop to 1 after a close", 10*time.Second, func() bool {
+		e, _ = suite.Entry(t, p.Client, 104)
+		return e.Count == 1
+	})
+	lives[1].Finish(t)
+	vm.WaitFor(t, "Count to drop to 0 after the last close", 10*time.Second, func() bool {
+		e, _ = suite.Entry(t, p.Client, 104)
+		return e.Count == 0
+	})
+}
