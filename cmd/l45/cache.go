@@ -23,20 +23,11 @@ Entries in use (held by a running go test or l45) are never removed.
 Exit status: 0 done; 1 an error, or prune left the cache over the bound
 because the rest is in use; 2 misuse.`
 
-// cacheMisuse prints what went wrong and the usage, and exits 2.
-func cacheMisuse(format string, args ...any) {
-	if format != "" {
-		fmt.Fprintf(os.Stderr, "l45 cache: "+format+"\n", args...)
-	}
-	fmt.Fprintln(os.Stderr, cacheUsage)
-	os.Exit(2)
-}
-
 // cacheCmd runs l45 cache SUBCOMMAND; progress goes to standard error, the
 // result to standard output.
 func cacheCmd(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		cacheMisuse("which one: list, prune or clean?")
+		misuse("cache", cacheUsage, "which one: list, prune or clean?")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("l45 cache "+sub, flag.ContinueOnError)
@@ -48,16 +39,16 @@ func cacheCmd(ctx context.Context, args []string) error {
 		fmt.Println(cacheUsage)
 		return nil
 	default:
-		cacheMisuse("unknown subcommand %q", sub)
+		misuse("cache", cacheUsage, "unknown subcommand %q", sub)
 	}
 	if err := fs.Parse(args); err != nil {
-		cacheMisuse("%s: %v", sub, err)
+		misuse("cache", cacheUsage, "%s: %v", sub, err)
 	}
 	if fs.NArg() > 0 {
-		cacheMisuse("%s takes no arguments, got %q", sub, fs.Args())
+		misuse("cache", cacheUsage, "%s takes no arguments, got %q", sub, fs.Args())
 	}
 	if *max != "" && sub != "prune" {
-		cacheMisuse("--max goes with prune only")
+		misuse("cache", cacheUsage, "--max goes with prune only")
 	}
 	c, err := cache.Default()
 	if err != nil {
@@ -70,7 +61,7 @@ func cacheCmd(ctx context.Context, args []string) error {
 		bound, note := c.Max(), c.Bound()
 		if *max != "" {
 			if bound, err = cache.ParseMax(*max); err != nil {
-				cacheMisuse("--max: %v", err)
+				misuse("cache", cacheUsage, "--max: %v", err)
 			}
 			note = cache.FormatSize(bound) + " (--max " + *max + ")"
 		}

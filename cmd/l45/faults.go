@@ -47,14 +47,6 @@ const (
 	baselineTimeout = "80m"
 )
 
-func faultsMisuse(format string, args ...any) {
-	if format != "" {
-		fmt.Fprintf(os.Stderr, "l45 faults: "+format+"\n", args...)
-	}
-	fmt.Fprintln(os.Stderr, faultsUsage)
-	os.Exit(2)
-}
-
 // faultsCmd runs l45 faults: progress and test results as they come on
 // standard output, then the table.
 func faultsCmd(ctx context.Context, args []string) error {
@@ -65,14 +57,14 @@ func faultsCmd(ctx context.Context, args []string) error {
 	help := fs.Bool("help", false, "")
 	fs.BoolVar(help, "h", false, "")
 	if err := fs.Parse(args); err != nil {
-		faultsMisuse("%v", err)
+		misuse("faults", faultsUsage, "%v", err)
 	}
 	if *help {
 		fmt.Println(faultsUsage)
 		return nil
 	}
 	if fs.NArg() > 0 {
-		faultsMisuse("unexpected arguments %q", fs.Args())
+		misuse("faults", faultsUsage, "unexpected arguments %q", fs.Args())
 	}
 	root, err := repo.Root()
 	if err != nil {
@@ -90,7 +82,7 @@ func faultsCmd(ctx context.Context, args []string) error {
 	}
 	list, err := faults.Select(all, names)
 	if err != nil {
-		faultsMisuse("--only: %v", err)
+		misuse("faults", faultsUsage, "--only: %v", err)
 	}
 	tree, err := repo.KernelTree()
 	if err != nil {

@@ -64,6 +64,16 @@ func main() {
 	}
 }
 
+// misuse prints what was wrong with a subcommand's words and its usage, and
+// exits 2.
+func misuse(cmd, usage, format string, args ...any) {
+	if format != "" {
+		fmt.Fprintf(os.Stderr, "l45 "+cmd+": "+format+"\n", args...)
+	}
+	fmt.Fprintln(os.Stderr, usage)
+	os.Exit(2)
+}
+
 // exitInfra is the exit status when the harness could not do its job.
 const exitInfra = 3
 

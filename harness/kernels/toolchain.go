@@ -126,6 +126,20 @@ func kernelCompiler(buildDir string) (string, error) {
 	return "", fmt.Errorf("kernel build directory %s records no compiler (no CONFIG_CC_VERSION_TEXT in .config or autoconf.h)", buildDir)
 }
 
+// kernelGCC is the kernel's compiler text and its parts (ccText's
+// submatches); a compiler other than gcc is an error.
+func kernelGCC(buildDir string) (string, []string, error) {
+	text, err := kernelCompiler(buildDir)
+	if err != nil {
+		return "", nil, err
+	}
+	m := ccText.FindStringSubmatch(text)
+	if m == nil {
+		return "", nil, fmt.Errorf("the kernel was built with %q, which the harness does not know how to provide (only gcc)", text)
+	}
+	return text, m, nil
+}
+
 // compare checks that found (a --version first line) is the compiler of
 // text (CONFIG_CC_VERSION_TEXT): the same program and gcc major release.
 // A different Debian revision of that release is accepted with a note.
@@ -148,13 +162,9 @@ func compare(text, found string) (note string, err error) {
 // for Debian kernels, the packages its kbuild tools need: needed, as
 // package names).
 func hostToolchain(ctx context.Context, run Runner, buildDir string, needed []string) (*Toolchain, error) {
-	text, err := kernelCompiler(buildDir)
+	text, m, err := kernelGCC(buildDir)
 	if err != nil {
 		return nil, err
-	}
-	m := ccText.FindStringSubmatch(text)
-	if m == nil {
-		return nil, fmt.Errorf("the kernel was built with %q, which the harness does not know how to provide (only gcc)", text)
 	}
 	var missing []string
 	if len(needed) > 0 {
@@ -222,13 +232,9 @@ type buildRootInfo struct {
 // the cached build root of suite with compiler and extra packages, made
 // with mmdebstrap if missing, checked against the kernel's compiler.
 func buildRootToolchain(ctx context.Context, c *cache.Cache, a *aptConfig, run Runner, buildDir, compilerDep string, extra []string, progress io.Writer) (*Toolchain, error) {
-	text, err := kernelCompiler(buildDir)
+	text, m, err := kernelGCC(buildDir)
 	if err != nil {
 		return nil, err
-	}
-	m := ccText.FindStringSubmatch(text)
-	if m == nil {
-		return nil, fmt.Errorf("the kernel was built with %q, which the harness does not know how to provide (only gcc)", text)
 	}
 	pkg, err := compilerPackage(compilerDep, text)
 	if err != nil {

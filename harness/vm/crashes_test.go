@@ -13,7 +13,7 @@ func TestFatalReportsEndPendingCalls(t *testing.T) {
 		"Kernel panic - not syncing: Fatal exception":             true,
 		"Internal error: Oops: 96000005 in qux":                   true,
 		"WARNING in crash_test_init":                              false,
-		"BUG: sleeping function called from invalid context":     false,
+		"BUG: sleeping function called from invalid context":      false,
 		"possible deadlock in l45_send":                           false,
 		"KASAN: use-after-free Read in l45_recv":                  false,
 		"memory leak in l45_register":                             false,
