@@ -121,15 +121,14 @@ func r15UnloadWhileSleeping(t *testing.T, p *suite.Pair) {
 	require.False(t, loaded)
 }
 
-// waitInCallback waits until a thread of process pid sleeps in msleep:
-// the tag module's delay_ms callback, inside a send or receive.
+// waitInCallback waits until process pid sleeps inside the tag module's
+// delay_ms callback, in a send or receive (the module names the sleeper).
 func waitInCallback(t *testing.T, m *vm.Machine, pid int) {
 	t.Helper()
-	script := fmt.Sprintf("cat /proc/%d/task/*/wchan 2>/dev/null; echo", pid)
-	var seen string
-	vm.WaitFor(t, "l45net to sleep inside the module's callback", 20*time.Second, func() bool {
-		seen = p2s(m.Exec(context.Background(), agent.Cmd{Argv: []string{"/bin/sh", "-c", script}}))
-		return strings.Contains(seen, "msleep")
+	var seen int
+	vm.WaitFor(t, fmt.Sprintf("l45net (pid %d) to sleep inside the module's callback", pid), 20*time.Second, func() bool {
+		seen = suite.ModParamInt(t, m, "tag", "sleeper")
+		return seen == pid
 	})
 }
 

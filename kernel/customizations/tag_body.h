@@ -6,6 +6,7 @@
  */
 #include "l45cust.h"
 #include <linux/delay.h>
+#include <linux/sched.h>
 
 static char *tag = "L45";
 module_param(tag, charp, 0444);
@@ -17,12 +18,26 @@ MODULE_PARM_DESC(tag, "string appended on send, stripped on recv");
 static uint delay_ms;
 module_param(delay_ms, uint, 0644);
 MODULE_PARM_DESC(delay_ms, "sleep this long in every callback");
+/* The process (tgid) sleeping in a callback now, 0 if none: tests wait
+ * for it instead of guessing from /proc/PID/wchan, whose format differs
+ * between kernels. */
+L45C_COUNTER(sleeper);
+
+static void tag_delay(void)
+{
+	int me = task_tgid_nr(current);
+
+	if (!delay_ms)
+		return;
+	atomic_set(&sleeper, me);
+	msleep(delay_ms);
+	atomic_cmpxchg(&sleeper, me, 0);
+}
 
 static void tag_send(struct customization_buffer *cb,
 		     struct customization_flow *flow)
 {
-	if (delay_ms)
-		msleep(delay_ms);
+	tag_delay();
 	if (!on_send) {
 		cb->no_cust = true;
 		return;
@@ -33,8 +48,7 @@ static void tag_send(struct customization_buffer *cb,
 static void tag_recv(struct customization_buffer *cb,
 		     struct customization_flow *flow)
 {
-	if (delay_ms)
-		msleep(delay_ms);
+	tag_delay();
 	if (!on_recv) {
 		cb->no_cust = true;
 		return;
