@@ -283,13 +283,9 @@ func (d *Debian) Kernel(ctx context.Context, progress io.Writer) (*Kernel, error
 	for _, p := range set.packages {
 		keyParts = append(keyParts, p.Name+"="+p.Version)
 	}
-	dir, err := c.Get(ctx, cache.Key("kernel-debian-"+set.release, keyParts...), func(ctx context.Context, dir string) error {
+	k, err := cachedKernel(ctx, c, d.Name(), cache.Key("kernel-debian-"+set.release, keyParts...), func(ctx context.Context, dir string) error {
 		return d.fetch(ctx, a, dir, set, progress)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("kernel %s: %w", d.Name(), err)
-	}
-	k, err := readManifest(dir)
 	if err != nil {
 		return nil, err
 	}

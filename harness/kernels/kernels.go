@@ -93,6 +93,16 @@ func writeManifest(dir string, k *Kernel) error {
 	return os.WriteFile(filepath.Join(dir, manifestName), append(b, '\n'), 0o644)
 }
 
+// cachedKernel is the kernel cached under key, made by build when missing,
+// as its manifest describes it; name is the provider's, for errors.
+func cachedKernel(ctx context.Context, c *cache.Cache, name, key string, build cache.BuildFunc) (*Kernel, error) {
+	dir, err := c.Get(ctx, key, build)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", name, err)
+	}
+	return readManifest(dir)
+}
+
 // readManifest loads a cached kernel's description and checks that the files
 // it names are there, so a damaged cache is reported, not booted.
 func readManifest(dir string) (*Kernel, error) {

@@ -81,13 +81,9 @@ func (s *Source) Kernel(ctx context.Context, progress io.Writer) (*Kernel, error
 		}
 	}
 	key := cache.Key("kernel-"+strings.ReplaceAll(s.Name(), ":", "-"), pkg+"="+version, srcHash)
-	dir, err := c.Get(ctx, key, func(ctx context.Context, dir string) error {
+	k, err := cachedKernel(ctx, c, s.Name(), key, func(ctx context.Context, dir string) error {
 		return s.build(ctx, dir, pkg, version, progress)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("kernel %s: %w", s.Name(), err)
-	}
-	k, err := readManifest(dir)
 	if err != nil {
 		return nil, err
 	}
