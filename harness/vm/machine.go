@@ -217,6 +217,13 @@ func (m *Machine) connect(ctx context.Context, q *qemu.Cmd, sock string) (*agent
 		if ctx.Err() != nil {
 			return nil, m.whyDone(ctx, "the guest agent never said hello")
 		}
+		// A lost connection is usually QEMU ending: say how it ended.
+		select {
+		case <-q.Done():
+			_, qerr := q.Exited()
+			return nil, fmt.Errorf("%w; QEMU exited (%v): %w", err, qerr, ErrStopped)
+		case <-time.After(time.Second):
+		}
 		return nil, err
 	}
 	return a, nil
