@@ -183,26 +183,34 @@ func TestEntryInUseIsNeverEvicted(t *testing.T) {
 	require.Zero(t, r.Total)
 }
 
-// TestHelperHoldEntry is not a test: TestEntryHeldByAnotherProcess runs the
-// test binary with it to hold an entry from another process.
-func TestHelperHoldEntry(t *testing.T) {
-	root := os.Getenv("L45_TEST_HOLD_ROOT")
-	if root == "" {
-		t.Skip("helper for TestEntryHeldByAnotherProcess")
+// TestMain lets TestEntryHeldByAnotherProcess run this binary as a second
+// process that holds a cache entry until its standard input closes.
+func TestMain(m *testing.M) {
+	if root := os.Getenv("L45_TEST_HOLD_ROOT"); root != "" {
+		os.Exit(holdEntry(root, os.Getenv("L45_TEST_HOLD_KEY")))
 	}
+	os.Exit(m.Run())
+}
+
+func holdEntry(root, key string) int {
 	c, err := Open(root)
-	require.NoError(t, err)
-	_, err = c.Get(context.Background(), os.Getenv("L45_TEST_HOLD_KEY"), nil)
-	require.NoError(t, err)
+	if err == nil {
+		_, err = c.Get(context.Background(), key, nil)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	fmt.Println("held")
 	bufio.NewReader(os.Stdin).ReadString('\n') // until the parent closes stdin
+	return 0
 }
 
 func TestEntryHeldByAnotherProcess(t *testing.T) {
 	root := t.TempDir()
 	makeEntry(t, root, "theirs", mib, time.Now().Add(-time.Hour))
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHoldEntry$")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "L45_TEST_HOLD_ROOT="+root, "L45_TEST_HOLD_KEY=theirs", EnvMax+"=off")
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)

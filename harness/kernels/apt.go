@@ -161,8 +161,8 @@ var suiteName = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
 // openApt returns the apt configuration for suite: the system's when suite
 // is this machine's, else the private one under cacheRoot, refreshed when
 // its lists are missing or older than listsMaxAge.
-func openApt(ctx context.Context, suite, cacheRoot string, run Runner, progress io.Writer) (*aptConfig, error) {
-	if host := hostCodename(); host != "" && host == suite {
+func openApt(ctx context.Context, suite, host, keyring, cacheRoot string, run Runner, progress io.Writer) (*aptConfig, error) {
+	if host != "" && host == suite {
 		a := &aptConfig{suite: suite, state: filepath.Join(cacheRoot, ".apt", "system"), run: run}
 		if err := os.MkdirAll(a.state, 0o755); err != nil {
 			return nil, fmt.Errorf("apt state for the system's configuration: %w", err)
@@ -172,7 +172,7 @@ func openApt(ctx context.Context, suite, cacheRoot string, run Runner, progress 
 	if !suiteName.MatchString(suite) {
 		return nil, fmt.Errorf("%q is not a Debian suite name", suite)
 	}
-	if _, err := os.Stat(DebianKeyring); err != nil {
+	if _, err := os.Stat(keyring); err != nil {
 		return nil, fmt.Errorf("the Debian archive keyring is missing (%v): install debian-archive-keyring", err)
 	}
 	// A dot directory: the cache's eviction and debris cleaning leave

@@ -41,6 +41,12 @@ type Debian struct {
 	// Apt runs apt-cache/apt-get/dpkg/depmod/mmdebstrap; nil means the real
 	// commands.
 	Apt Runner
+	// Host is this machine's Debian codename (its own suite uses the
+	// system's apt configuration); empty means read /etc/os-release.
+	Host string
+	// Keyring is what a private apt configuration requires to exist;
+	// empty means DebianKeyring.
+	Keyring string
 }
 
 // Runner runs a command in dir and returns its standard output.
@@ -271,7 +277,14 @@ func (d *Debian) Kernel(ctx context.Context, progress io.Writer) (*Kernel, error
 			return nil, err
 		}
 	}
-	a, err := openApt(ctx, d.Suite, c.Root(), d.run(), progress)
+	host, keyring := d.Host, d.Keyring
+	if host == "" {
+		host = hostCodename()
+	}
+	if keyring == "" {
+		keyring = DebianKeyring
+	}
+	a, err := openApt(ctx, d.Suite, host, keyring, c.Root(), d.run(), progress)
 	if err != nil {
 		return nil, fmt.Errorf("kernel %s: %w", d.Name(), err)
 	}
