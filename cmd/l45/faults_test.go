@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,23 +11,8 @@ import (
 // machine without QEMU is an infrastructure failure (3), never a table of
 // faults judged.
 func TestFaultsCommandWithoutGuests(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "l45")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build l45: %v\n%s", err, out)
-	}
 	run := func(env []string, args ...string) (int, string) {
-		cmd := exec.Command(bin, append([]string{"faults"}, args...)...)
-		cmd.Env = append(os.Environ(), env...)
-		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		switch {
-		case err == nil:
-			return 0, string(out)
-		case errors.As(err, &ee):
-			return ee.ExitCode(), string(out)
-		}
-		t.Fatalf("l45 faults %v: %v\n%s", args, err, out)
-		return -1, ""
+		return runL45(t, env, append([]string{"faults"}, args...)...)
 	}
 
 	code, out := run(nil, "--only", "error-sign,no-such-fault")
