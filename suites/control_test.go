@@ -64,7 +64,7 @@ func r16ReportFormat(t *testing.T, p *suite.Pair) {
 	require.Equal(t, r, again)
 
 	revoked := suite.Revoked(r, challengeID)
-	suite.Unload(t, m, "challenge")
+	m.MustUnloadModule(t, "challenge")
 	unloaded = true
 	r = suite.Report(t, m)
 	require.Equal(t, revoked+1, suite.Revoked(r, challengeID), "the unloaded module joins the revoked history")

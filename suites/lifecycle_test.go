@@ -57,7 +57,7 @@ func r15UnloadUnderTCP(t *testing.T, p *suite.Pair) {
 	for res == nil {
 		p.Client.MustLoadModule(t, p.Mods, "tag", suite.ClientTarget("tcp", port, suite.Params{"apply_now": 1, "tag": "~"}).String())
 		time.Sleep(50 * time.Millisecond)
-		suite.Unload(t, p.Client, "tag")
+		p.Client.MustUnloadModule(t, "tag")
 		cycles++
 		r, err := proc.Wait(context.Background(), time.Millisecond)
 		if err == nil {
@@ -101,7 +101,7 @@ func r15UnloadWhileSleeping(t *testing.T, p *suite.Pair) {
 	require.NoError(t, err)
 	waitInCallback(t, p.Client, proc.Pid)
 	start := time.Now()
-	suite.Unload(t, p.Client, "tag")
+	p.Client.MustUnloadModule(t, "tag")
 	t.Logf("rmmod took %v", time.Since(start))
 	res, err := proc.Wait(context.Background(), vm.Scale(10*time.Second))
 	require.NoError(t, err)

@@ -77,7 +77,7 @@ func r1NullRecv(t *testing.T, p *suite.Pair) {
 	e, dep := suite.Entry(t, m, 130)
 	require.False(t, dep)
 	require.Equal(t, 1, e.Activated)
-	suite.Unload(t, m, "tag")
+	m.MustUnloadModule(t, "tag")
 }
 
 // A second module with an id already registered is refused. The errno is
@@ -102,10 +102,10 @@ func r1DuplicateID(t *testing.T, p *suite.Pair) {
 	require.Equal(t, []string{"P:dT"}, r.Received())
 	require.Equal(t, []string{"dT"}, p.WaitPayloads(t, "udp", port, true, 1))
 
-	suite.Unload(t, m, "tag")
+	m.MustUnloadModule(t, "tag")
 	m.MustLoadModule(t, p.Mods, "dup_id", suite.Params{"dest_port": 9}.String())
 	_, _ = suite.Entry(t, m, tagID) // now dup_id's
-	suite.Unload(t, m, "dup_id")
+	m.MustUnloadModule(t, "dup_id")
 }
 
 // pattern is n bytes of printable text that shows where a cut happened.
@@ -202,7 +202,7 @@ func r2Cycles(t *testing.T, p *suite.Pair) {
 		live.Go(t) // message 2i+1: the live socket takes the module
 		p.Client.MustRun(t, "/bin/sh", "-c", burst)
 		live.Ready(t)
-		suite.Unload(t, p.Client, "tag")
+		p.Client.MustUnloadModule(t, "tag")
 		live.Go(t) // message 2i+2: the module is gone, its slot and buffers with it
 		want = append(want, fmt.Sprintf("P:L%dC", 2*i+1), fmt.Sprintf("P:L%d", 2*i+2))
 	}

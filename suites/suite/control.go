@@ -169,13 +169,6 @@ func LoadError(t testing.TB, p *Pair, m *vm.Machine, module string, params Param
 	return me
 }
 
-// Unload unloads a module a test loaded with LoadModule/MustLoadModule,
-// failing t if it is refused.
-func Unload(t testing.TB, m *vm.Machine, module string) {
-	t.Helper()
-	m.MustUnloadModule(t, module)
-}
-
 // Raw sends one control request through l45ctl with flags (-raw, -nobody)
 // and returns the reply's payload as text; l45ctl failing fails t.
 func Raw(t testing.TB, m *vm.Machine, req string, flags ...string) string {
