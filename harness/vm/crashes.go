@@ -1,7 +1,6 @@
 package vm
 
 import (
-	"context"
 	"strings"
 	"sync"
 	"testing"
@@ -156,27 +155,9 @@ func (m *Machine) unhandledCrashes() []console.Report {
 	return r
 }
 
-// oopsContext is ctx ended when the guest's kernel oopses; cause reports
-// that crash.
-func (m *Machine) oopsContext(ctx context.Context) (context.Context, context.CancelFunc, func() error) {
-	ctx, cancel := context.WithCancel(ctx)
+// crashCause is the oops that ended pending calls, if any.
+func (m *Machine) crashCause() *CrashError {
 	m.mu.Lock()
-	oops := m.oops
-	m.mu.Unlock()
-	go func() {
-		select {
-		case <-oops:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	cause := func() error {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		if m.oopsed != nil {
-			return m.oopsed
-		}
-		return nil
-	}
-	return ctx, cancel, cause
+	defer m.mu.Unlock()
+	return m.oopsed
 }

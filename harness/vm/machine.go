@@ -196,7 +196,7 @@ func (m *Machine) boot(ctx context.Context) error {
 // connect dials the agent's socket (QEMU creates it as it starts) and waits
 // for its hello, failing early if QEMU exits.
 func (m *Machine) connect(ctx context.Context, q *qemu.Cmd, sock string) (*agent.Client, error) {
-	ctx, cancel := untilExit(ctx, 0, q)
+	ctx, cancel := m.untilDone(ctx, 0, q)
 	defer cancel()
 	var conn net.Conn
 	for {
@@ -229,17 +229,23 @@ func (m *Machine) connect(ctx context.Context, q *qemu.Cmd, sock string) (*agent
 	return a, nil
 }
 
-// untilExit is ctx bounded by d (when not 0) and ended when QEMU exits.
-func untilExit(ctx context.Context, d time.Duration, q *qemu.Cmd) (context.Context, context.CancelFunc) {
+// untilDone is ctx bounded by d (when not 0) and ended as soon as QEMU
+// exits or the guest's kernel oopses: nothing will answer after that.
+func (m *Machine) untilDone(ctx context.Context, d time.Duration, q *qemu.Cmd) (context.Context, context.CancelFunc) {
 	var cancel context.CancelFunc
 	if d > 0 {
 		ctx, cancel = context.WithTimeout(ctx, d)
 	} else {
 		ctx, cancel = context.WithCancel(ctx)
 	}
+	m.mu.Lock()
+	oops := m.oops
+	m.mu.Unlock()
 	go func() {
 		select {
 		case <-q.Done():
+			cancel()
+		case <-oops:
 			cancel()
 		case <-ctx.Done():
 		}
@@ -257,6 +263,9 @@ func (m *Machine) whyDone(ctx context.Context, what string) error {
 		if exited, err := q.Exited(); exited {
 			return fmt.Errorf("%s: QEMU exited (%v): %w", what, err, ErrStopped)
 		}
+	}
+	if c := m.crashCause(); c != nil {
+		return fmt.Errorf("%s: %w", what, c)
 	}
 	return fmt.Errorf("%s: %w", what, ctx.Err())
 }
@@ -321,16 +330,14 @@ func (m *Machine) do(ctx context.Context, op string, d time.Duration, f func(ctx
 	if d == 0 {
 		d = Scale(DefaultCommandTimeout)
 	}
-	cctx, cancel := untilExit(ctx, d, q)
+	cctx, cancel := m.untilDone(ctx, d, q)
 	defer cancel()
-	cctx, cancelOops, oopsed := m.oopsContext(cctx)
-	defer cancelOops()
 	err := f(cctx, a)
 	switch {
 	case err == nil:
 		return nil
-	case oopsed() != nil && cctx.Err() != nil:
-		return m.failure(op, fmt.Errorf("%w (%w)", oopsed(), err), true)
+	case cctx.Err() != nil && m.crashCause() != nil:
+		return m.failure(op, fmt.Errorf("%w (%w)", m.crashCause(), err), true)
 	case cctx.Err() != nil:
 		if exited, qerr := q.Exited(); exited {
 			return m.failure(op, fmt.Errorf("QEMU exited (%v) during the call: %w", qerr, errors.Join(ErrStopped, err)), true)
