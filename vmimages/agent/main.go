@@ -84,9 +84,9 @@ func run(con *console) {
 
 	var u unix.Utsname
 	unix.Uname(&u)
-	hostname, _ := os.Hostname()
 	cmdline, _ := os.ReadFile(boot.Cmdline)
 	hello := func() proto.Hello {
+		hostname, _ := os.Hostname()
 		return proto.Hello{
 			Protocol:      proto.Version,
 			AgentVersion:  Version,
@@ -96,12 +96,25 @@ func run(con *console) {
 			Hostname:      hostname,
 			Cmdline:       strings.TrimSpace(string(cmdline)),
 			Uptime:        uptime(),
-			Boot:          res.Steps,
+			Boot:          b.Steps(),
 		}
 	}
-	srv := server.New(server.Config{Hello: hello, Logf: con.logf})
+	setup := func(a proto.SetupArgs, run func(argv ...string) ([]byte, error)) error {
+		b.Sys = afterBoot{Sys: boot.Linux{}, run: run}
+		return b.Setup(a)
+	}
+	srv := server.New(server.Config{Hello: hello, Setup: setup, Logf: con.logf})
 	serve(con, srv, res.Port)
 }
+
+// afterBoot is the system once the agent serves: its reaper takes every
+// child's exit status, so programs run through the server.
+type afterBoot struct {
+	boot.Sys
+	run func(argv ...string) ([]byte, error)
+}
+
+func (a afterBoot) Run(argv ...string) ([]byte, error) { return a.run(argv...) }
 
 // serve opens the port and serves on it forever, reopening it after
 // errors.

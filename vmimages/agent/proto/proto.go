@@ -59,6 +59,7 @@ const (
 	VerbKlog     = "klog"
 	VerbSync     = "sync"
 	VerbPowerOff = "poweroff"
+	VerbSetup    = "setup"
 )
 
 // Error codes carried in Error.Code.
@@ -165,6 +166,31 @@ func (s BootStep) String() string {
 		fmt.Fprintf(&b, " (%s, errno %d)", s.ErrnoName, s.Errno)
 	}
 	return b.String()
+}
+
+// SetupArgs are the arguments of setup, which makes a guest restored from a
+// snapshot into the guest the host wants: the snapshot was taken from a guest
+// booted without any identity, so everything in which guests differ is
+// applied here. The reply is a Hello whose Boot lists the setup steps after
+// the boot steps.
+type SetupArgs struct {
+	Hostname string      `json:"hostname,omitempty"`
+	Nets     []NetConfig `json:"nets,omitempty"`
+	// Time is the host's wall clock, in Unix nanoseconds, when it sent the
+	// request: the restored guest's clock is the snapshot's.
+	Time int64 `json:"time"`
+	// Seed is fresh randomness for the kernel's pool, which is then
+	// reseeded: every guest restored from one snapshot starts with the same
+	// pool state.
+	Seed []byte `json:"seed"`
+}
+
+// NetConfig is an interface to bring up: its link-layer address first (the
+// snapshot's card has the snapshot's), then the address.
+type NetConfig struct {
+	Iface string `json:"iface"`
+	Addr  string `json:"addr"` // "10.0.0.20/24"
+	MAC   string `json:"mac,omitempty"`
 }
 
 // RunArgs are the arguments of run and start.

@@ -34,6 +34,10 @@ type Config struct {
 	Kernel Kernel
 	// Hello returns what the server says first and answers to "hello".
 	Hello func() proto.Hello
+	// Setup applies a setup request (see proto.SetupArgs); run runs a
+	// program to its end through the server, whose reaper owns every
+	// child's exit status. Nil answers setup with unknown-verb.
+	Setup func(a proto.SetupArgs, run func(argv ...string) ([]byte, error)) error
 	// Logf writes a line to the console (without a trailing newline).
 	Logf func(format string, args ...any)
 	// Limits; defaults are proto.MaxFrame, proto.MaxOutput, proto.MaxFile
@@ -59,6 +63,7 @@ type Config struct {
 type Server struct {
 	kernel        Kernel
 	hello         func() proto.Hello
+	setup         func(proto.SetupArgs, func(...string) ([]byte, error)) error
 	logf          func(format string, args ...any)
 	maxFrame      int
 	maxOutput     int
@@ -79,6 +84,7 @@ func New(cfg Config) *Server {
 	s := &Server{
 		kernel:        cfg.Kernel,
 		hello:         cfg.Hello,
+		setup:         cfg.Setup,
 		logf:          cfg.Logf,
 		maxFrame:      cfg.MaxFrame,
 		maxOutput:     cfg.MaxOutput,
@@ -295,6 +301,11 @@ func (s *Server) dispatch(req proto.Request) (result any, after func(), err erro
 				s.logf("powering off failed: %v", err)
 			}
 		}, nil
+	case proto.VerbSetup:
+		if s.setup != nil {
+			return handle(req, s.doSetup)
+		}
+		fallthrough
 	default:
 		return nil, nil, &proto.Error{Code: proto.CodeUnknownVerb, Message: fmt.Sprintf("unknown verb %q", req.Verb)}
 	}
@@ -320,6 +331,28 @@ func (s *Server) run(a proto.RunArgs) (*proto.RunResult, error) {
 	}
 	r, _ := waitProc(p, 0)
 	return r, nil
+}
+
+// doSetup runs the setup hook and answers with the hello that follows it.
+func (s *Server) doSetup(a proto.SetupArgs) (proto.Hello, error) {
+	run := func(argv ...string) ([]byte, error) {
+		r, err := s.run(proto.RunArgs{Argv: argv, Timeout: 30 * time.Second})
+		if err != nil {
+			return nil, err
+		}
+		out := append(r.Stdout, r.Stderr...)
+		switch {
+		case r.Signal != "":
+			return out, fmt.Errorf("killed by %s", r.Signal)
+		case r.ExitCode != 0:
+			return out, fmt.Errorf("exit status %d", r.ExitCode)
+		}
+		return out, nil
+	}
+	if err := s.setup(a, run); err != nil {
+		return proto.Hello{}, &proto.Error{Code: proto.CodeBadArgs, Message: "setup: " + err.Error()}
+	}
+	return s.hello(), nil
 }
 
 func (s *Server) start(a proto.RunArgs) (proto.StartResult, error) {

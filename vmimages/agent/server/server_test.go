@@ -170,3 +170,56 @@ func TestModuleOpWithoutKmsg(t *testing.T) {
 }
 
 type fakeNoLog struct{ panicKernel }
+
+// TestSetupVerb: setup reaches the hook with its arguments and a runner, and
+// answers with the hello; without a hook it is an unknown verb.
+func TestSetupVerb(t *testing.T) {
+	var got proto.SetupArgs
+	var ran string
+	host, r, _ := rawServer(t, Config{
+		Hello: func() proto.Hello { return proto.Hello{Protocol: proto.Version, Hostname: got.Hostname} },
+		Setup: func(a proto.SetupArgs, run func(...string) ([]byte, error)) error {
+			got = a
+			out, err := run("/bin/sh", "-c", "echo ran")
+			ran = strings.TrimSpace(string(out))
+			if err != nil {
+				return err
+			}
+			if a.Hostname == "bad" {
+				return fmt.Errorf("net eth0: FAILED")
+			}
+			return nil
+		},
+	})
+	ask := func(line string) proto.Response {
+		t.Helper()
+		io.WriteString(host, line+"\n")
+		b, err := r.ReadBytes('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		var resp proto.Response
+		if err := json.Unmarshal(b, &resp); err != nil {
+			t.Fatalf("reply %q: %v", b, err)
+		}
+		return resp
+	}
+	resp := ask(`{"id":1,"verb":"setup","args":{"hostname":"client","time":5,"seed":"AQI="}}`)
+	var h proto.Hello
+	if resp.Error != nil || json.Unmarshal(resp.Result, &h) != nil || h.Hostname != "client" {
+		t.Fatalf("setup reply %+v (error %v); want a hello naming client", resp, resp.Error)
+	}
+	if got.Time != 5 || string(got.Seed) != "\x01\x02" || ran != "ran" {
+		t.Errorf("hook saw %+v and ran %q", got, ran)
+	}
+	if resp := ask(`{"id":2,"verb":"setup","args":{"hostname":"bad"}}`); resp.Error == nil || !strings.Contains(resp.Error.Message, "net eth0: FAILED") {
+		t.Errorf("failing setup: %+v", resp.Error)
+	}
+
+	plain, r2, _ := rawServer(t, Config{})
+	io.WriteString(plain, `{"id":3,"verb":"setup","args":{}}`+"\n")
+	b, _ := r2.ReadBytes('\n')
+	if !strings.Contains(string(b), proto.CodeUnknownVerb) {
+		t.Errorf("setup without a hook: %s", b)
+	}
+}

@@ -39,6 +39,11 @@ type Sys interface {
 	// Run runs a program to its end and returns its combined output.
 	Run(argv ...string) ([]byte, error)
 	Sleep(d time.Duration)
+	// SetTime sets the wall clock.
+	SetTime(t time.Time) error
+	// Reseed mixes seed into the kernel's entropy pool and reseeds its
+	// random number generator from the pool.
+	Reseed(seed []byte) error
 }
 
 // Well-known paths.
@@ -260,7 +265,7 @@ func (b *Booter) ip(args ...string) error {
 // its address (waiting, bounded, for the interface to appear).
 func (b *Booter) Network(nets []guest.Net) {
 	exists := map[syscall.Errno]string{unix.EEXIST: "address already present"}
-	b.result("net", "lo 127.0.0.1/8", b.upWithAddr("lo", "127.0.0.1/8"), exists)
+	b.result("net", "lo 127.0.0.1/8", b.upWithAddr("lo", "127.0.0.1/8", ""), exists)
 	for _, n := range nets {
 		target := n.Iface + " " + n.Addr
 		wait := or(b.WaitNet, DefaultWaitNet)
@@ -270,11 +275,16 @@ func (b *Booter) Network(nets []guest.Net) {
 				Errno: int(unix.ENODEV), ErrnoName: "ENODEV"})
 			continue
 		}
-		b.result("net", target, b.upWithAddr(n.Iface, n.Addr), exists)
+		b.result("net", target, b.upWithAddr(n.Iface, n.Addr, n.MAC), exists)
 	}
 }
 
-func (b *Booter) upWithAddr(iface, addr string) error {
+func (b *Booter) upWithAddr(iface, addr, mac string) error {
+	if mac != "" {
+		if err := b.ip("link", "set", "dev", iface, "address", mac); err != nil {
+			return err
+		}
+	}
 	if err := b.ip("link", "set", "dev", iface, "up"); err != nil {
 		return err
 	}
@@ -346,6 +356,32 @@ func or(d, def time.Duration) time.Duration {
 		return d
 	}
 	return def
+}
+
+// Setup makes a guest restored from a snapshot the guest the host asked for
+// (proto.SetupArgs): clock, randomness, host name and network. The steps
+// join Steps; the error lists those that failed.
+func (b *Booter) Setup(a proto.SetupArgs) error {
+	first := len(b.steps)
+	now := time.Unix(0, a.Time)
+	b.result("clock", now.UTC().Format(time.RFC3339Nano), b.Sys.SetTime(now), nil)
+	b.result("reseed", fmt.Sprintf("%d bytes", len(a.Seed)), b.Sys.Reseed(a.Seed), nil)
+	b.SetHostname(a.Hostname)
+	nets := make([]guest.Net, 0, len(a.Nets))
+	for _, n := range a.Nets {
+		nets = append(nets, guest.Net{Iface: n.Iface, Addr: n.Addr, MAC: n.MAC})
+	}
+	b.Network(nets)
+	var failed []string
+	for _, s := range b.steps[first:] {
+		if !s.OK {
+			failed = append(failed, s.String())
+		}
+	}
+	if failed != nil {
+		return errors.New(strings.Join(failed, "; "))
+	}
+	return nil
 }
 
 // Result is what a full boot produced.

@@ -81,6 +81,14 @@ func (f *fakeSys) Run(argv ...string) ([]byte, error) {
 	return nil, nil
 }
 func (f *fakeSys) Sleep(d time.Duration) { f.sleeps++ }
+func (f *fakeSys) SetTime(t time.Time) error {
+	f.calls = append(f.calls, "settime "+t.UTC().Format(time.RFC3339))
+	return nil
+}
+func (f *fakeSys) Reseed(seed []byte) error {
+	f.calls = append(f.calls, fmt.Sprintf("reseed %d", len(seed)))
+	return nil
+}
 
 func stepsText(steps []proto.BootStep) []string {
 	var out []string
@@ -365,5 +373,43 @@ func TestRunOrder(t *testing.T) {
 	}
 	if len(r.Steps) != len(BaseMounts)+2+1+1+2+2+1 {
 		t.Errorf("%d steps:\n%s", len(r.Steps), strings.Join(stepsText(r.Steps), "\n"))
+	}
+}
+
+func TestSetup(t *testing.T) {
+	f := newFake()
+	f.exists[Busybox] = true
+	f.exists["/sys/class/net/eth0"] = true
+	f.runErr["/bin/busybox ip addr add 127.0.0.1/8 dev lo"] = "ip: RTNETLINK answers: File exists"
+	b := &Booter{Sys: f, WaitNet: time.Second}
+	now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+	err := b.Setup(proto.SetupArgs{
+		Hostname: "client", Time: now.UnixNano(), Seed: make([]byte, 32),
+		Nets: []proto.NetConfig{{Iface: "eth0", Addr: "10.0.0.40/24", MAC: "52:54:00:00:00:01"}},
+	})
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	wantCalls := []string{
+		"settime 2026-11-30T18:00:00Z",
+		"reseed 32",
+		"hostname client",
+		"run /bin/busybox ip link set dev lo up",
+		"run /bin/busybox ip addr add 127.0.0.1/8 dev lo",
+		// The address first: the card still has the snapshot's.
+		"run /bin/busybox ip link set dev eth0 address 52:54:00:00:00:01",
+		"run /bin/busybox ip link set dev eth0 up",
+		"run /bin/busybox ip addr add 10.0.0.40/24 dev eth0",
+	}
+	if d := cmp.Diff(wantCalls, f.calls); d != "" {
+		t.Errorf("calls (-want +got):\n%s", d)
+	}
+
+	// A failing step fails the setup and is named.
+	f.runErr["/bin/busybox ip link set dev eth0 address 52:54:00:00:00:02"] = "ip: SIOCSIFHWADDR: Device or resource busy"
+	err = b.Setup(proto.SetupArgs{Time: now.UnixNano(), Seed: []byte{1},
+		Nets: []proto.NetConfig{{Iface: "eth0", Addr: "10.0.0.41/24", MAC: "52:54:00:00:00:02"}}})
+	if err == nil || !strings.Contains(err.Error(), "net eth0 10.0.0.41/24: FAILED") || strings.Contains(err.Error(), "clock") {
+		t.Errorf("Setup with a failing step: %v; want only that step named", err)
 	}
 }

@@ -2,9 +2,12 @@ package boot
 
 import (
 	"context"
+	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -59,3 +62,41 @@ func (Linux) Run(argv ...string) ([]byte, error) {
 }
 
 func (Linux) Sleep(d time.Duration) { time.Sleep(d) }
+
+func (Linux) SetTime(t time.Time) error {
+	tv := unix.NsecToTimeval(t.UnixNano())
+	return unix.Settimeofday(&tv)
+}
+
+// Linux's random(4) ioctls: RNDADDENTROPY takes a struct rand_pool_info
+// (entropy bits, byte count, bytes); RNDRESEEDCRNG reseeds from the pool
+// at once instead of at the generator's next scheduled reseed.
+const (
+	rndAddEntropy  = 0x40085203
+	rndReseedCRNG  = 0x5207
+	randomDevice   = "/dev/urandom"
+	bitsPerByte    = 8
+	poolInfoHeader = 8
+)
+
+func (Linux) Reseed(seed []byte) error {
+	if len(seed) == 0 {
+		return unix.EINVAL
+	}
+	f, err := os.OpenFile(randomDevice, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info := make([]byte, poolInfoHeader+len(seed))
+	binary.NativeEndian.PutUint32(info[0:], uint32(len(seed)*bitsPerByte))
+	binary.NativeEndian.PutUint32(info[4:], uint32(len(seed)))
+	copy(info[poolInfoHeader:], seed)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), rndAddEntropy, uintptr(unsafe.Pointer(&info[0]))); e != 0 {
+		return fmt.Errorf("RNDADDENTROPY: %w", e)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), rndReseedCRNG, 0); e != 0 {
+		return fmt.Errorf("RNDRESEEDCRNG: %w", e)
+	}
+	return nil
+}
