@@ -59,17 +59,7 @@ func Compose(k *kernels.Kernel, tools Tools) (*Image, error) {
 	// dig reads resolv.conf even when given @server.
 	im.AddBytes("/etc/resolv.conf", []byte("nameserver 127.0.0.1\n"), 0o644)
 
-	idx, err := readModuleIndex(k.ModulesDir)
-	if err != nil {
-		return nil, err
-	}
-	want := GuestModules[:len(GuestModules):len(GuestModules)]
-	for _, n := range GuestOptionalModules {
-		if _, ok := idx.file[n]; ok {
-			want = append(want[:len(want)-1], n, want[len(want)-1]) // before ext4
-		}
-	}
-	files, err := idx.loadOrder(want...)
+	files, err := GuestModuleFiles(k)
 	if err != nil {
 		return nil, err
 	}
@@ -96,6 +86,23 @@ func Compose(k *kernels.Kernel, tools Tools) (*Image, error) {
 	}
 	im.AddBytes(guest.ModulesLoad, []byte(load.String()), 0o644)
 	return im, nil
+}
+
+// GuestModuleFiles are the files of k's modules folder (relative to it)
+// that guests load at boot, each after those it depends on: the guest
+// image carries these and no other of the kernel's modules.
+func GuestModuleFiles(k *kernels.Kernel) ([]string, error) {
+	idx, err := readModuleIndex(k.ModulesDir)
+	if err != nil {
+		return nil, err
+	}
+	want := GuestModules[:len(GuestModules):len(GuestModules)]
+	for _, n := range GuestOptionalModules {
+		if _, ok := idx.file[n]; ok {
+			want = append(want[:len(want)-1], n, want[len(want)-1]) // before ext4
+		}
+	}
+	return idx.loadOrder(want...)
 }
 
 // compression is the compression suffix of a module file (xz, zst, gz), or

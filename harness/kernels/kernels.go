@@ -135,7 +135,12 @@ func readManifest(dir string) (*Kernel, error) {
 //	                          SERIES picks one of the suite's kernel series
 //	                          (debian:bookworm:6.12) or insists on it
 //	source:SERIES[:debug]     linux-source-SERIES with Layer 4.5 built in
+//	dir:PATH                  a kernel unpacked in PATH with its kernel.json
+//	                          (a repro bundle's; see Pack)
 func Parse(spec string, c *cache.Cache, layer45 string) (Provider, error) {
+	if p, ok := strings.CutPrefix(spec, "dir:"); ok && p != "" {
+		return &Dir{Path: p}, nil
+	}
 	parts := strings.Split(spec, ":")
 	switch {
 	case parts[0] == "" && len(parts) == 1 || parts[0] == "debian":
@@ -160,7 +165,7 @@ func Parse(spec string, c *cache.Cache, layer45 string) (Provider, error) {
 			return &Source{Series: parts[1], Debug: true, Layer45: layer45, Cache: c}, nil
 		}
 	}
-	return nil, fmt.Errorf("unknown kernel %q: use debian[:SUITE[:SERIES]] or source:SERIES[:debug] (the default is debian:%s)", spec, DefaultDebianSuite)
+	return nil, fmt.Errorf("unknown kernel %q: use debian[:SUITE[:SERIES]], source:SERIES[:debug] or dir:PATH (the default is debian:%s)", spec, DefaultDebianSuite)
 }
 
 // seriesName is a kernel series: 5.10, 6.12, 7.2.

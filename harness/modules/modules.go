@@ -58,7 +58,9 @@ func isSource(name string) bool {
 	return false
 }
 
-func sourceFiles(root string) ([]string, error) {
+// SourceFiles are the files of the Layer 4.5 tree at root that go into a
+// build, relative to root and sorted.
+func SourceFiles(root string) ([]string, error) {
 	var files []string
 	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
@@ -77,7 +79,7 @@ func sourceFiles(root string) ([]string, error) {
 // Build compiles the kernel/ tree at src against k, or returns the cached
 // build. A compile failure is an error carrying the compiler's output.
 func Build(ctx context.Context, c *cache.Cache, k *kernels.Kernel, src string) (*Set, error) {
-	files, err := sourceFiles(src)
+	files, err := SourceFiles(src)
 	if err != nil {
 		return nil, fmt.Errorf("Layer 4.5 sources: %w", err)
 	}

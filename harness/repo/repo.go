@@ -8,22 +8,38 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
 // Root finds the repository's top directory (where go.mod is) from the
-// working directory, which go test sets to a package inside it.
+// working directory, which go test sets to a package inside it; else it is
+// the checkout this program was built from, so that l45 also works when
+// run elsewhere (git bisect run in a Layer 4.5 repository).
 func Root() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
+	if root, ok := moduleAbove(dir); ok {
+		return root, nil
+	}
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		if root, ok := moduleAbove(filepath.Dir(file)); ok {
+			return root, nil
+		}
+	}
+	return "", fmt.Errorf("cannot find the layer45 repository above %s: run from inside it", dir)
+}
+
+// moduleAbove finds the layer45 module's top directory at or above dir.
+func moduleAbove(dir string) (string, bool) {
 	for d := dir; ; d = filepath.Dir(d) {
 		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && bytes.HasPrefix(b, []byte("module layer45\n")) {
-			return d, nil
+			return d, true
 		}
 		if d == filepath.Dir(d) {
-			return "", fmt.Errorf("cannot find the layer45 repository above %s: run from inside it", dir)
+			return "", false
 		}
 	}
 }

@@ -38,3 +38,16 @@ func TestKernelTree(t *testing.T) {
 		t.Fatalf("a tree without the header: %v", err)
 	}
 }
+
+// Run from outside any checkout (git bisect run in a Layer 4.5
+// repository), the repository is the one this code was built from.
+func TestRootFromElsewhereIsTheCheckoutBuiltFrom(t *testing.T) {
+	here, err := Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	if got, err := Root(); err != nil || got != here {
+		t.Fatalf("Root from a temporary folder = %q, %v; want %q", got, err, here)
+	}
+}
