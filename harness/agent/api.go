@@ -356,3 +356,15 @@ func (c *Client) PowerOff(ctx context.Context) error {
 	c.mu.Unlock()
 	return nil
 }
+
+// Setup gives a guest restored from a snapshot its identity (see
+// proto.SetupArgs) and returns the agent's hello after it, which becomes
+// Hello.
+func (c *Client) Setup(ctx context.Context, a proto.SetupArgs) (Hello, error) {
+	var h Hello
+	if err := c.call(ctx, proto.VerbSetup, a, &h); err != nil {
+		return Hello{}, err
+	}
+	c.setHello(h)
+	return h, nil
+}

@@ -56,6 +56,13 @@ type Config struct {
 	AgentSocket string
 	NICs        []NIC
 	Disks       []Disk
+	// QMPSocket, when set, is where QEMU listens for its machine protocol
+	// (QMP), through which the harness saves guests.
+	QMPSocket string
+	// Incoming, when set, is a state file saved by QMP.SaveState: the guest
+	// resumes from it instead of booting. Every other setting must be the
+	// one the state was saved with, except the host ends of sockets.
+	Incoming string
 }
 
 // Args is the QEMU argument list for c (without the binary).
@@ -89,6 +96,12 @@ func (c *Config) Args() []string {
 		a = append(a,
 			"-netdev", "stream,id="+id+",server=off,addr.type=unix,addr.path="+n.Socket,
 			"-device", "virtio-net-pci,netdev="+id+",mac="+n.MAC)
+	}
+	if c.QMPSocket != "" {
+		a = append(a, "-qmp", "unix:"+c.QMPSocket+",server=on,wait=off")
+	}
+	if c.Incoming != "" {
+		a = append(a, "-incoming", "exec:cat "+shellQuote(c.Incoming))
 	}
 	for i, d := range c.Disks {
 		drive := "file=" + d.Path + ",format=raw,if=none,id=disk" + strconv.Itoa(i)

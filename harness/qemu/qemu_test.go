@@ -37,6 +37,12 @@ func TestArgsWireConsoleAgentNICsAndDisks(t *testing.T) {
 	require.Contains(t, strings.Join(c.Args(), " "), "-smp 2 -accel tcg,thread=multi", "two vCPUs under TCG run on two host threads")
 	c.Accel = KVM
 	require.Contains(t, strings.Join(c.Args(), " "), "-accel kvm -cpu host")
+	require.NotContains(t, args, "-incoming")
+	require.NotContains(t, args, "-qmp")
+	c.QMPSocket, c.Incoming = "/tmp/x/qmp.sock", "/cache/snap shot/state"
+	args = strings.Join(c.Args(), " ")
+	require.Contains(t, args, "-qmp unix:/tmp/x/qmp.sock,server=on,wait=off")
+	require.Contains(t, args, "-incoming exec:cat '/cache/snap shot/state'", "the state file is read by a shell")
 }
 
 func TestCommandLineQuotesForTheShell(t *testing.T) {

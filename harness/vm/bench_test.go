@@ -10,27 +10,42 @@ import (
 	"layer45/harness/vm"
 )
 
-// BenchmarkBootToAgentReady boots guests one after another, with one and
-// with two vCPUs, and reports the median time from QEMU start to the
-// agent's hello. Run with -benchtime Nx for N boots of each.
+// BenchmarkBootToAgentReady starts guests one after another, with one and
+// with two vCPUs, booted and restored from a snapshot, and reports the
+// median time from QEMU start to the agent ready (after setup, for a
+// restore). Run with -benchtime Nx for N starts of each.
 func BenchmarkBootToAgentReady(b *testing.B) {
 	for _, cpus := range []int{1, 2} {
-		b.Run(fmt.Sprintf("vcpus=%d", cpus), func(b *testing.B) {
-			env := vm.RequireGuests(b)
-			ev := vm.Evidence(b)
-			var times []time.Duration
-			for i := 0; i < b.N; i++ {
-				m, err := vm.Start(context.Background(), env, ev, nil, vm.WithName("bench"), vm.WithCPUs(cpus))
-				if err != nil {
-					b.Fatalf("%v", err)
+		for _, how := range []string{"boot", "restore"} {
+			b.Run(fmt.Sprintf("vcpus=%d/%s", cpus, how), func(b *testing.B) {
+				env := vm.RequireGuests(b)
+				if how == "restore" && !env.Snapshots {
+					b.Skip("L45_SNAPSHOT=0")
 				}
-				times = append(times, m.BootTime())
-				m.Close()
-			}
-			sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-			med := times[len(times)/2]
-			b.ReportMetric(med.Seconds(), "s/boot(median)")
-			b.Logf("boot to agent ready: median %.2fs over %d boots (%s, %s, %d vCPUs)", med.Seconds(), len(times), env.Kernel.Release, env.AccelNote, cpus)
-		})
+				ev := vm.Evidence(b)
+				opts := []vm.Option{vm.WithName("bench"), vm.WithCPUs(cpus)}
+				if how == "boot" {
+					opts = append(opts, vm.WithColdBoot())
+				} else if m, err := vm.Start(context.Background(), env, ev, nil, opts...); err == nil {
+					m.Close() // the snapshot is made outside the timing
+				}
+				var times []time.Duration
+				for i := 0; i < b.N; i++ {
+					m, err := vm.Start(context.Background(), env, ev, nil, opts...)
+					if err != nil {
+						b.Fatalf("%v", err)
+					}
+					if m.Restored() != (how == "restore") {
+						b.Fatalf("%s: restored=%v", how, m.Restored())
+					}
+					times = append(times, m.BootTime())
+					m.Close()
+				}
+				sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+				med := times[len(times)/2]
+				b.ReportMetric(med.Seconds(), "s/"+how+"(median)")
+				b.Logf("%s to agent ready: median %.2fs over %d (%s, %s, %d vCPUs)", how, med.Seconds(), len(times), env.Kernel.Release, env.AccelNote, cpus)
+			})
+		}
 	}
 }

@@ -23,6 +23,9 @@ type Env struct {
 	Image     string // initramfs
 	Accel     qemu.Accel
 	AccelNote string
+	// Snapshots: guests that can be are restored from snapshots
+	// ($L45_SNAPSHOT, default on).
+	Snapshots bool
 }
 
 var (
@@ -52,6 +55,10 @@ func newEnv(ctx context.Context, kernelSpec, accel string, progress io.Writer) (
 	if err := qemu.Installed(); err != nil {
 		return nil, err
 	}
+	snap, err := snapshotAllowed()
+	if err != nil {
+		return nil, err
+	}
 	c, err := cache.Default()
 	if err != nil {
 		return nil, err
@@ -72,7 +79,7 @@ func newEnv(ctx context.Context, kernelSpec, accel string, progress io.Writer) (
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Cache: c, Kernel: k, Image: img}
+	e := &Env{Cache: c, Kernel: k, Image: img, Snapshots: snap}
 	switch accel {
 	case "", "auto":
 		if ok, note := qemu.ProbeKVM(ctx); ok {

@@ -118,9 +118,10 @@ func bootSlot(ctx context.Context, env *Env) (func(), error) {
 }
 
 var (
-	speedMu   sync.Mutex
-	bootTimes []time.Duration
-	slowdown  = 1.0
+	speedMu      sync.Mutex
+	bootTimes    []time.Duration
+	restoreTimes []time.Duration
+	slowdown     = 1.0
 )
 
 // DefaultCommandTimeout is how long a guest command may take on a machine
@@ -135,6 +136,20 @@ func recordBoot(d time.Duration) {
 	speedMu.Lock()
 	defer speedMu.Unlock()
 	bootTimes = append(bootTimes, d)
+}
+
+func recordRestore(d time.Duration) {
+	speedMu.Lock()
+	defer speedMu.Unlock()
+	restoreTimes = append(restoreTimes, d)
+}
+
+// MedianRestore is the median restore-to-agent-ready time of this
+// process's guests resumed from snapshots.
+func MedianRestore() time.Duration {
+	speedMu.Lock()
+	defer speedMu.Unlock()
+	return median(restoreTimes)
 }
 
 // MedianBoot is the median boot-to-agent-ready time of this process's guests.

@@ -58,6 +58,7 @@ type Machine struct {
 
 	booted   time.Time
 	bootTook time.Duration
+	restored bool
 }
 
 var guestSeq atomic.Int32
@@ -93,8 +94,9 @@ func start(ctx context.Context, env *Env, ev *artifacts.Dir, logf func(string), 
 	return m, nil
 }
 
-func (m *Machine) qemuConfig(initrd string) *qemu.Config {
-	c := &qemu.Config{
+// baseConfig is what every guest's QEMU has, booted or restored.
+func (m *Machine) baseConfig(initrd string) *qemu.Config {
+	return &qemu.Config{
 		Name:        m.Name,
 		Kernel:      m.cfg.kernel.Image,
 		Initrd:      initrd,
@@ -109,6 +111,12 @@ func (m *Machine) qemuConfig(initrd string) *qemu.Config {
 			"panic=-1",
 		},
 	}
+}
+
+// bootConfig is the QEMU configuration of a guest that boots: its identity
+// is on the kernel command line.
+func (m *Machine) bootConfig() *qemu.Config {
+	c := m.baseConfig(m.env.Image)
 	args := guest.BootArgs{Hostname: m.Name, Mounts: m.cfg.mounts}
 	for i, n := range m.cfg.nics {
 		c.NICs = append(c.NICs, qemu.NIC{MAC: macFor(m.Name, i), Socket: n.link.hub.Path()})
@@ -122,6 +130,18 @@ func (m *Machine) qemuConfig(initrd string) *qemu.Config {
 	return c
 }
 
+// restoreConfig is the QEMU configuration of a guest resumed from the state
+// file: the snapshot's, plugged into the guest's own links.
+func (m *Machine) restoreConfig(state string) *qemu.Config {
+	var sockets []string
+	for _, n := range m.cfg.nics {
+		sockets = append(sockets, n.link.hub.Path())
+	}
+	c := m.anonymousConfig(sockets)
+	c.Incoming = state
+	return c
+}
+
 // macFor gives each NIC a stable, locally administered address.
 func macFor(name string, i int) string {
 	h := uint32(2166136261)
@@ -132,13 +152,22 @@ func macFor(name string, i int) string {
 }
 
 func (m *Machine) boot(ctx context.Context) error {
-	qc := m.qemuConfig(m.env.Image)
 	m.boots++
+	restore := m.restorable()
+	qc, how := m.bootConfig(), "booted"
+	if restore {
+		state, err := m.snapshot(ctx)
+		if err != nil {
+			return m.failure("boot", err, false)
+		}
+		qc = m.restoreConfig(state)
+		how = "restored from " + state + " (its boot console: " + filepath.Join(filepath.Dir(state), snapshotConsole) + ")"
+	}
 	suffix := ""
 	if m.boots > 1 {
 		suffix = fmt.Sprintf(".boot%d", m.boots)
 	}
-	if err := m.evidence.WriteFile(m.Name+suffix+".qemu.txt", []byte(qc.CommandLine()+"\n")); err != nil {
+	if err := m.evidence.WriteFile(m.Name+suffix+".qemu.txt", []byte("# "+how+"\n"+qc.CommandLine()+"\n")); err != nil {
 		return infra.Wrap("guest "+m.Name+": evidence", err)
 	}
 	conFile, err := m.evidence.Create(m.Name + suffix + ".console.txt")
@@ -176,26 +205,44 @@ func (m *Machine) boot(ctx context.Context) error {
 
 	bootCtx, cancel := context.WithTimeout(ctx, bootTimeout(ctx))
 	defer cancel()
-	a, err := m.connect(bootCtx, q, qc.AgentSocket)
+	var dialOpts []agent.Option
+	if restore {
+		// A resumed agent said hello to the host that saved it: ask.
+		dialOpts = append(dialOpts, agent.WithHelloRetry(20*time.Millisecond))
+	}
+	a, err := m.connect(bootCtx, q, qc.AgentSocket, dialOpts...)
 	if err != nil {
 		return m.failure("boot", err, true)
+	}
+	if restore {
+		if err := m.setUp(bootCtx, a); err != nil {
+			a.Close()
+			return m.failure("set up the restored guest", err, true)
+		}
 	}
 	m.mu.Lock()
 	m.agent = a
 	m.hello = a.Hello()
 	m.booted = time.Now()
 	m.bootTook = time.Since(start)
+	m.restored = restore
 	m.mu.Unlock()
-	recordBoot(m.bootTook)
+	word := "agent ready"
+	if restore {
+		recordRestore(m.bootTook)
+		word = "restored from a snapshot, agent ready"
+	} else {
+		recordBoot(m.bootTook)
+	}
 	if m.logf != nil {
-		m.logf(fmt.Sprintf("%s: agent ready after %.2fs (%s, %s)", m.Name, m.bootTook.Seconds(), m.cfg.kernel.Release, m.env.Accel))
+		m.logf(fmt.Sprintf("%s: %s after %.2fs (%s, %s)", m.Name, word, m.bootTook.Seconds(), m.cfg.kernel.Release, m.env.Accel))
 	}
 	return nil
 }
 
 // connect dials the agent's socket (QEMU creates it as it starts) and waits
 // for its hello, failing early if QEMU exits.
-func (m *Machine) connect(ctx context.Context, q *qemu.Cmd, sock string) (*agent.Client, error) {
+func (m *Machine) connect(ctx context.Context, q *qemu.Cmd, sock string, opts ...agent.Option) (*agent.Client, error) {
 	ctx, cancel := m.untilDone(ctx, 0, q)
 	defer cancel()
 	var conn net.Conn
@@ -211,7 +258,7 @@ func (m *Machine) connect(ctx context.Context, q *qemu.Cmd, sock string) (*agent
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	a, err := agent.Dial(ctx, conn)
+	a, err := agent.Dial(ctx, conn, opts...)
 	if err != nil {
 		conn.Close()
 		if ctx.Err() != nil {
@@ -295,7 +342,16 @@ func (m *Machine) Hello() agent.Hello {
 	return m.hello
 }
 
-// BootTime is how long the last boot took from QEMU start to agent ready.
+// Restored says whether the guest was resumed from a snapshot at its last
+// start rather than booted.
+func (m *Machine) Restored() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.restored
+}
+
+// BootTime is how long the last boot (or restore) took from QEMU start to
+// agent ready.
 func (m *Machine) BootTime() time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()

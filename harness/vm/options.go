@@ -15,6 +15,7 @@ type config struct {
 	nics       []nicConfig
 	disks      []diskConfig
 	mounts     []guest.Mount
+	coldBoot   bool
 }
 
 type nicConfig struct {
@@ -61,3 +62,7 @@ func WithDisk(path string, readOnly bool) Option {
 func WithMount(dev, dir, fstype string) Option {
 	return func(c *config) { c.mounts = append(c.mounts, guest.Mount{Dev: dev, Dir: dir, FSType: fstype}) }
 }
+
+// WithColdBoot boots the guest even where it could be restored from a
+// snapshot: for tests of the boot itself.
+func WithColdBoot() Option { return func(c *config) { c.coldBoot = true } }

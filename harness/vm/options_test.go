@@ -30,7 +30,7 @@ func TestOptionsBecomeQEMUConfigAndKernelArguments(t *testing.T) {
 		o(&cfg)
 	}
 	m := &Machine{Name: cfg.name, env: env, cfg: cfg, tmp: "/tmp/l45-vm-x"}
-	qc := m.qemuConfig(env.Image)
+	qc := m.bootConfig()
 
 	require.Equal(t, "client2", qc.Name)
 	require.Equal(t, 512, qc.MemoryMiB)
@@ -46,6 +46,77 @@ func TestOptionsBecomeQEMUConfigAndKernelArguments(t *testing.T) {
 		"l45.net=eth0,10.0.0.40/24", "l45.mount=/dev/vda:/usr/lib/modules/x/layer4_5:ext4", "l45.debug=1"} {
 		require.Contains(t, args, want)
 	}
+}
+
+// TestSnapshotShape: which guests are restored, and that a restored guest's
+// QEMU differs from the saved one only where QEMU allows (host sockets),
+// so guests differing only in identity share one snapshot.
+func TestSnapshotShape(t *testing.T) {
+	hub, err := link.Listen(t.TempDir()+"/hub.sock", "")
+	require.NoError(t, err)
+	defer hub.Close()
+	lan := &Link{hub: hub}
+	k := &kernels.Kernel{Release: "6.1.0-test", Image: "/k/vmlinuz"}
+	env := &Env{Kernel: k, Image: "/k/initramfs.cpio", Accel: qemu.TCG, Snapshots: true}
+	machine := func(opts ...Option) *Machine {
+		cfg := config{name: "guest", kernel: k, memoryMiB: 1024, cpus: 1}
+		for _, o := range opts {
+			o(&cfg)
+		}
+		return &Machine{Name: cfg.name, env: env, cfg: cfg, tmp: "/tmp/l45-vm-" + cfg.name, boots: 1}
+	}
+	server := machine(WithName("server"), WithNIC(lan, "10.0.0.20/24"))
+	client := machine(WithName("client"), WithNIC(lan, "10.0.0.40/24"))
+	require.True(t, server.restorable())
+	require.Equal(t, server.snapshotKey(), client.snapshotKey(), "guests differing in identity only must share a snapshot")
+
+	saved := server.anonymousConfig([]string{"/tmp/snap/hub0.sock"})
+	restored := client.restoreConfig("/cache/snap/state")
+	require.Equal(t, "/cache/snap/state", restored.Incoming)
+	require.Equal(t, hub.Path(), restored.NICs[0].Socket, "the restored guest is plugged into its own link")
+	require.Equal(t, saved.Append, restored.Append)
+	require.Equal(t, saved.NICs[0].MAC, restored.NICs[0].MAC, "QEMU must see the saved MAC; setup changes it in the guest")
+	require.NotContains(t, strings.Join(restored.Append, " "), "l45.", "a snapshot has no identity on its command line")
+	args, err := client.setupArgs()
+	require.NoError(t, err)
+	require.Equal(t, "client", args.Hostname)
+	require.Equal(t, macFor("client", 0), args.Nets[0].MAC)
+	require.Equal(t, "10.0.0.40/24", args.Nets[0].Addr)
+	other, _ := client.setupArgs()
+	require.NotEqual(t, args.Seed, other.Seed, "each restore gets its own randomness")
+
+	for name, m := range map[string]*Machine{
+		"two vCPUs": machine(WithCPUs(2), WithNIC(lan, "10.0.0.20/24")),
+		"no NIC":    machine(),
+		"memory":    machine(WithMemory(512), WithNIC(lan, "10.0.0.20/24")),
+	} {
+		require.NotEqual(t, server.snapshotKey(), m.snapshotKey(), name+" needs its own snapshot")
+	}
+	for name, m := range map[string]*Machine{
+		"disk":        machine(WithDisk("/d/disk.img", false)),
+		"mount":       machine(WithMount("/dev/vda", "/x", "ext4")),
+		"kernel args": machine(WithKernelArgs("l45.debug=1")),
+		"cold boot":   machine(WithColdBoot()),
+	} {
+		require.False(t, m.restorable(), name+" must boot")
+	}
+	server.boots = 2
+	require.False(t, server.restorable(), "a reboot is a real boot")
+	env.Snapshots = false
+	client.boots = 1
+	require.False(t, client.restorable(), "L45_SNAPSHOT=0")
+}
+
+func TestSnapshotSetting(t *testing.T) {
+	for v, want := range map[string]bool{"": true, "1": true, "0": false} {
+		t.Setenv("L45_SNAPSHOT", v)
+		got, err := snapshotAllowed()
+		require.NoError(t, err)
+		require.Equal(t, want, got, "L45_SNAPSHOT=%q", v)
+	}
+	t.Setenv("L45_SNAPSHOT", "yes")
+	_, err := snapshotAllowed()
+	require.ErrorContains(t, err, `L45_SNAPSHOT="yes": use 1`)
 }
 
 func TestMACsAreStableLocallyAdministeredAndDistinct(t *testing.T) {
