@@ -5,6 +5,8 @@
 //	l45net udp|tcp -to HOST:PORT -msg M [-msg M...] [-recv] [flags]
 //	l45net udp-serve|tcp-serve -listen HOST:PORT [-prefix P]
 //	l45net tcp-accept -listen HOST:PORT [-timeout D]
+//	l45net tcp-bulk|udp-rr -to HOST:PORT -duration D [-size N] [-timeout D]
+//	l45net tcp-sink -listen HOST:PORT
 package main
 
 import (
@@ -31,7 +33,7 @@ func init() { runtime.LockOSThread() }
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: l45net udp|tcp|udp-serve|tcp-serve [flags]")
+		fmt.Fprintln(os.Stderr, "usage: l45net udp|tcp|udp-serve|tcp-serve|tcp-accept|tcp-bulk|udp-rr|tcp-sink [flags]")
 		os.Exit(2)
 	}
 	mode := os.Args[1]
@@ -44,6 +46,12 @@ func main() {
 		err = serve(strings.TrimSuffix(mode, "-serve"), fs, os.Args[2:])
 	case "tcp-accept":
 		err = acceptProbe(fs, os.Args[2:])
+	case "tcp-bulk":
+		err = bulk(fs, os.Args[2:])
+	case "udp-rr":
+		err = rr(fs, os.Args[2:])
+	case "tcp-sink":
+		err = sink(fs, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}

@@ -32,24 +32,37 @@ func peer(sa unix.Sockaddr) string {
 	return ""
 }
 
+// socketAt makes a socket of type typ and binds or connects it (call, named
+// op in errors) to hostport.
+func socketAt(typ int, hostport, op string, call func(int, unix.Sockaddr) error) (int, error) {
+	addr, err := sockaddr(hostport)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := unix.Socket(unix.AF_INET, typ, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	// A server started again at once binds its port again.
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := call(fd, addr); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("%s %s: %w", op, hostport, err)
+	}
+	return fd, nil
+}
+
 // serve echoes every message back with a prefix until killed.
 func serve(proto string, fs *flag.FlagSet, args []string) error {
 	listen := fs.String("listen", "", "local host:port")
 	prefix := fs.String("prefix", "", "prepended to every echoed message")
+	quiet := fs.Bool("quiet", false, "log errors only, not every message")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	addr, err := sockaddr(*listen)
+	fd, err := socketAt(sockType(proto), *listen, "bind", unix.Bind)
 	if err != nil {
 		return err
-	}
-	fd, err := unix.Socket(unix.AF_INET, sockType(proto), 0)
-	if err != nil {
-		return fmt.Errorf("socket: %w", err)
-	}
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	if err := unix.Bind(fd, addr); err != nil {
-		return fmt.Errorf("bind %s: %w", *listen, err)
 	}
 	if proto == "udp" {
 		buf := make([]byte, 65536)
@@ -59,12 +72,20 @@ func serve(proto string, fs *flag.FlagSet, args []string) error {
 				logLine(traffic.ServerLine{Err: errnoName(err)})
 				continue
 			}
-			logLine(traffic.ServerLine{From: peer(from), Data: string(buf[:n])})
+			if !*quiet {
+				logLine(traffic.ServerLine{From: peer(from), Data: string(buf[:n])})
+			}
 			if err := unix.Sendto(fd, append([]byte(*prefix), buf[:n]...), 0, from); err != nil {
 				logLine(traffic.ServerLine{From: peer(from), Err: errnoName(err)})
 			}
 		}
 	}
+	return acceptLoop(fd, func(c int, from string) { echo(c, from, *prefix, *quiet) })
+}
+
+// acceptLoop listens on fd and hands every connection to serve on a
+// goroutine of its own, until killed.
+func acceptLoop(fd int, serve func(fd int, from string)) error {
 	if err := unix.Listen(fd, 16); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -74,11 +95,11 @@ func serve(proto string, fs *flag.FlagSet, args []string) error {
 			logLine(traffic.ServerLine{Err: errnoName(err)})
 			continue
 		}
-		go echo(c, peer(from), *prefix)
+		go serve(c, peer(from))
 	}
 }
 
-func echo(fd int, from, prefix string) {
+func echo(fd int, from, prefix string, quiet bool) {
 	defer unix.Close(fd)
 	buf := make([]byte, 65536)
 	for {
@@ -90,7 +111,9 @@ func echo(fd int, from, prefix string) {
 		if n == 0 {
 			return
 		}
-		logLine(traffic.ServerLine{From: from, Data: string(buf[:n])})
+		if !quiet {
+			logLine(traffic.ServerLine{From: from, Data: string(buf[:n])})
+		}
 		if _, err := unix.Write(fd, append([]byte(prefix), buf[:n]...)); err != nil {
 			logLine(traffic.ServerLine{From: from, Err: errnoName(err)})
 			return
@@ -108,19 +131,11 @@ func acceptProbe(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	addr, err := sockaddr(*listen)
+	fd, err := socketAt(unix.SOCK_STREAM|unix.SOCK_NONBLOCK, *listen, "bind", unix.Bind)
 	if err != nil {
 		return err
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return fmt.Errorf("socket: %w", err)
-	}
 	defer unix.Close(fd)
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	if err := unix.Bind(fd, addr); err != nil {
-		return fmt.Errorf("bind %s: %w", *listen, err)
-	}
 	var rep traffic.Report
 	rep.Comm = readComm("/proc/self/comm")
 	rep.ThreadComm = rep.Comm

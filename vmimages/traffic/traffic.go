@@ -94,6 +94,7 @@ type Server struct {
 	Proto  string
 	Listen string // host:port
 	Prefix string
+	Quiet  bool // log errors only, no line per message (for benchmarks: the line costs more than the message)
 }
 
 // Args is the l45net command line for s.
@@ -101,6 +102,9 @@ func (s Server) Args() []string {
 	a := []string{guest.L45net, s.Proto + "-serve", "-listen", s.Listen}
 	if s.Prefix != "" {
 		a = append(a, "-prefix", s.Prefix)
+	}
+	if s.Quiet {
+		a = append(a, "-quiet")
 	}
 	return a
 }
@@ -183,12 +187,13 @@ func ParseReport(b []byte) (*Report, error) {
 	return &r, nil
 }
 
-// ServerLine is one message an echo server handled (it prints one JSON
-// object per line).
+// ServerLine is one message an echo server handled, or one connection a
+// Sink read (they print one JSON object per line).
 type ServerLine struct {
-	From string `json:"from"`
-	Data string `json:"data"`
-	Err  string `json:"errno,omitempty"`
+	From  string `json:"from"`
+	Data  string `json:"data"`
+	Err   string `json:"errno,omitempty"`
+	Bytes int64  `json:"bytes,omitempty"` // a Sink's line: bytes read from the connection
 }
 
 // ParseServerLog decodes an echo server's standard output.

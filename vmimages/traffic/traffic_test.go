@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,23 +41,49 @@ func freePort(t *testing.T, network string) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startServer(t *testing.T, bin string, s Server) *bytes.Buffer {
+// serverLog is a server's standard output, read by the test while the
+// server may still be writing it.
+type serverLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *serverLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *serverLog) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
+}
+
+// startServer runs an l45net server (Server, Sink) until t ends.
+func startServer(t *testing.T, bin string, s interface{ Args() []string }) *serverLog {
 	t.Helper()
-	var out bytes.Buffer
+	out := &serverLog{}
 	cmd := exec.Command(bin, s.Args()[1:]...)
-	cmd.Stdout = &out
+	cmd.Stdout = out
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	time.Sleep(200 * time.Millisecond)
-	return &out
+	return out
+}
+
+// runTool runs an l45net client to its end and returns its output.
+func runTool(t *testing.T, bin string, args []string) []byte {
+	t.Helper()
+	out, err := exec.Command(bin, args[1:]...).Output()
+	require.NoError(t, err)
+	return out
 }
 
 func runClient(t *testing.T, bin string, c Client) *Report {
 	t.Helper()
-	out, err := exec.Command(bin, c.Args()[1:]...).Output()
-	require.NoError(t, err)
-	r, err := ParseReport(out)
+	r, err := ParseReport(runTool(t, bin, c.Args()))
 	require.NoError(t, err)
 	return r
 }
@@ -109,6 +136,48 @@ func TestToolOnLoopback(t *testing.T) {
 		r := runClient(t, bin, Client{Proto: "udp", To: fmt.Sprintf("127.0.0.1:%d", port), From: "127.0.0.1:0",
 			Messages: []string{"x"}, Recv: true, NonBlock: true, Timeout: 100 * time.Millisecond})
 		require.Equal(t, "EAGAIN", r.Calls("recvmsg")[0].Errno)
+	})
+
+	t.Run("bulk into a sink: the sink reads every byte written, in about the duration", func(t *testing.T) {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
+		log := startServer(t, bin, Sink{Listen: addr})
+		r := runRate(t, bin, Bulk{To: addr, Duration: 300 * time.Millisecond, Size: 1000}.Args())
+		require.Positive(t, r.Ops)
+		require.Equal(t, 1000*r.Ops, r.Bytes, "whole writes on a blocking socket")
+		require.GreaterOrEqual(t, r.Seconds, 0.3)
+		require.Less(t, r.Seconds, 5.0)
+		require.Eventually(t, func() bool { return len(log.Bytes()) > 0 }, 5*time.Second, 10*time.Millisecond)
+		lines, err := ParseServerLog(log.Bytes())
+		require.NoError(t, err)
+		require.Equal(t, []ServerLine{{From: lines[0].From, Bytes: r.Bytes}}, lines)
+	})
+
+	t.Run("request/response against a quiet echo server", func(t *testing.T) {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "udp"))
+		log := startServer(t, bin, Server{Proto: "udp", Listen: addr, Quiet: true})
+		r := runRate(t, bin, RR{To: addr, Duration: 200 * time.Millisecond, Size: 32}.Args())
+		require.Positive(t, r.Ops)
+		require.Zero(t, r.Lost)
+		require.Equal(t, 32*r.Ops, r.Bytes)
+		require.Empty(t, log.Bytes(), "a quiet server logs no messages")
+	})
+
+	t.Run("request/response: an echo that differs from its request fails", func(t *testing.T) {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "udp"))
+		startServer(t, bin, Server{Proto: "udp", Listen: addr, Prefix: "P:", Quiet: true})
+		out, err := exec.Command(bin, RR{To: addr, Duration: time.Millisecond}.Args()[1:]...).CombinedOutput()
+		require.Error(t, err)
+		require.Contains(t, string(out), "is not request 1")
+	})
+
+	t.Run("request/response: a request nobody answers is lost, not fatal", func(t *testing.T) {
+		// A bound socket that never answers (no ICMP port unreachable).
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer c.Close()
+		r := runRate(t, bin, RR{To: c.LocalAddr().String(), Duration: time.Millisecond, Timeout: 100 * time.Millisecond}.Args())
+		require.Zero(t, r.Ops)
+		require.Equal(t, int64(1), r.Lost)
 	})
 }
 
