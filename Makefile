@@ -59,8 +59,11 @@ FAULTFLAGS ?=
 faults: setup
 	$(GO) run ./cmd/l45 faults $(FAULTFLAGS)
 
+# Benchmarks (README, "Benchmarks"): guest start-up, 5 of each, then Layer
+# 4.5's overhead, which repeats its own measurements and so runs once.
 bench: setup
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count=1 -timeout 60m ./harness/vm/
+	$(GO) test -run '^$$' -bench '^BenchmarkOverhead$$' -benchtime 1x -count=1 -timeout 60m ./suites/
 
 clean-cache:
 	rm -rf "$${L45_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/layer45}"
