@@ -58,7 +58,7 @@ type Machine struct {
 
 	booted   time.Time
 	bootTook time.Duration
-	restored bool
+	resumedFrom string // the state file of the last start, if restored
 }
 
 var guestSeq atomic.Int32
@@ -174,6 +174,13 @@ func (m *Machine) boot(ctx context.Context) error {
 	if err != nil {
 		return infra.Wrap("guest "+m.Name+": evidence", err)
 	}
+	release, err := bootSlot(ctx, m.env)
+	if err != nil {
+		conFile.Close()
+		return m.failure("boot", err, false)
+	}
+	defer release()
+	// Timed from here: waiting for another guest's boot is not this one's.
 	start := time.Now()
 	stream := console.NewStream(m.Name,
 		console.WithFile(conFile),
@@ -185,13 +192,6 @@ func (m *Machine) boot(ctx context.Context) error {
 		}),
 		console.WithReport(m.recordCrash))
 	q := qemu.Command(qc, stream)
-
-	release, err := bootSlot(ctx, m.env)
-	if err != nil {
-		conFile.Close()
-		return m.failure("boot", err, false)
-	}
-	defer release()
 	if err := q.Start(); err != nil {
 		conFile.Close()
 		return infra.Wrap("guest "+m.Name+": start QEMU", err)
@@ -225,7 +225,7 @@ func (m *Machine) boot(ctx context.Context) error {
 	m.hello = a.Hello()
 	m.booted = time.Now()
 	m.bootTook = time.Since(start)
-	m.restored = restore
+	m.resumedFrom = qc.Incoming
 	m.mu.Unlock()
 	word := "agent ready"
 	if restore {
@@ -344,10 +344,14 @@ func (m *Machine) Hello() agent.Hello {
 
 // Restored says whether the guest was resumed from a snapshot at its last
 // start rather than booted.
-func (m *Machine) Restored() bool {
+func (m *Machine) Restored() bool { return m.Snapshot() != "" }
+
+// Snapshot is the state file the guest was resumed from at its last start,
+// "" if it booted.
+func (m *Machine) Snapshot() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.restored
+	return m.resumedFrom
 }
 
 // BootTime is how long the last boot (or restore) took from QEMU start to

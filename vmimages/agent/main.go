@@ -99,22 +99,9 @@ func run(con *console) {
 			Boot:          b.Steps(),
 		}
 	}
-	setup := func(a proto.SetupArgs, run func(argv ...string) ([]byte, error)) error {
-		b.Sys = afterBoot{Sys: boot.Linux{}, run: run}
-		return b.Setup(a)
-	}
-	srv := server.New(server.Config{Hello: hello, Setup: setup, Logf: con.logf})
+	srv := server.New(server.Config{Hello: hello, Setup: b.Setup, Logf: con.logf})
 	serve(con, srv, res.Port)
 }
-
-// afterBoot is the system once the agent serves: its reaper takes every
-// child's exit status, so programs run through the server.
-type afterBoot struct {
-	boot.Sys
-	run func(argv ...string) ([]byte, error)
-}
-
-func (a afterBoot) Run(argv ...string) ([]byte, error) { return a.run(argv...) }
 
 // serve opens the port and serves on it forever, reopening it after
 // errors.

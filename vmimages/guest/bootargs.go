@@ -26,9 +26,6 @@ type BootArgs struct {
 type Net struct {
 	Iface string
 	Addr  string // "10.0.2.15/24"
-	// MAC, when set, replaces the card's link-layer address before it goes
-	// up (a guest restored from a snapshot has the snapshot's).
-	MAC string
 }
 
 // Mount is a block device to mount before Layer 4.5's autoload.

@@ -34,10 +34,9 @@ type Config struct {
 	Kernel Kernel
 	// Hello returns what the server says first and answers to "hello".
 	Hello func() proto.Hello
-	// Setup applies a setup request (see proto.SetupArgs); run runs a
-	// program to its end through the server, whose reaper owns every
-	// child's exit status. Nil answers setup with unknown-verb.
-	Setup func(a proto.SetupArgs, run func(argv ...string) ([]byte, error)) error
+	// Setup applies a setup request (see proto.SetupArgs). Nil answers
+	// setup with unknown-verb.
+	Setup func(proto.SetupArgs) error
 	// Logf writes a line to the console (without a trailing newline).
 	Logf func(format string, args ...any)
 	// Limits; defaults are proto.MaxFrame, proto.MaxOutput, proto.MaxFile
@@ -63,7 +62,7 @@ type Config struct {
 type Server struct {
 	kernel        Kernel
 	hello         func() proto.Hello
-	setup         func(proto.SetupArgs, func(...string) ([]byte, error)) error
+	setup         func(proto.SetupArgs) error
 	logf          func(format string, args ...any)
 	maxFrame      int
 	maxOutput     int
@@ -335,21 +334,7 @@ func (s *Server) run(a proto.RunArgs) (*proto.RunResult, error) {
 
 // doSetup runs the setup hook and answers with the hello that follows it.
 func (s *Server) doSetup(a proto.SetupArgs) (proto.Hello, error) {
-	run := func(argv ...string) ([]byte, error) {
-		r, err := s.run(proto.RunArgs{Argv: argv, Timeout: 30 * time.Second})
-		if err != nil {
-			return nil, err
-		}
-		out := append(r.Stdout, r.Stderr...)
-		switch {
-		case r.Signal != "":
-			return out, fmt.Errorf("killed by %s", r.Signal)
-		case r.ExitCode != 0:
-			return out, fmt.Errorf("exit status %d", r.ExitCode)
-		}
-		return out, nil
-	}
-	if err := s.setup(a, run); err != nil {
+	if err := s.setup(a); err != nil {
 		return proto.Hello{}, &proto.Error{Code: proto.CodeBadArgs, Message: "setup: " + err.Error()}
 	}
 	return s.hello(), nil

@@ -44,6 +44,9 @@ type Sys interface {
 	// Reseed mixes seed into the kernel's entropy pool and reseeds its
 	// random number generator from the pool.
 	Reseed(seed []byte) error
+	// ConfigureNIC sets an interface's MAC (if given), brings it up and
+	// adds its address, without starting a program.
+	ConfigureNIC(n proto.NetConfig) error
 }
 
 // Well-known paths.
@@ -265,7 +268,7 @@ func (b *Booter) ip(args ...string) error {
 // its address (waiting, bounded, for the interface to appear).
 func (b *Booter) Network(nets []guest.Net) {
 	exists := map[syscall.Errno]string{unix.EEXIST: "address already present"}
-	b.result("net", "lo 127.0.0.1/8", b.upWithAddr("lo", "127.0.0.1/8", ""), exists)
+	b.result("net", "lo 127.0.0.1/8", b.upWithAddr("lo", "127.0.0.1/8"), exists)
 	for _, n := range nets {
 		target := n.Iface + " " + n.Addr
 		wait := or(b.WaitNet, DefaultWaitNet)
@@ -275,16 +278,11 @@ func (b *Booter) Network(nets []guest.Net) {
 				Errno: int(unix.ENODEV), ErrnoName: "ENODEV"})
 			continue
 		}
-		b.result("net", target, b.upWithAddr(n.Iface, n.Addr, n.MAC), exists)
+		b.result("net", target, b.upWithAddr(n.Iface, n.Addr), exists)
 	}
 }
 
-func (b *Booter) upWithAddr(iface, addr, mac string) error {
-	if mac != "" {
-		if err := b.ip("link", "set", "dev", iface, "address", mac); err != nil {
-			return err
-		}
-	}
+func (b *Booter) upWithAddr(iface, addr string) error {
 	if err := b.ip("link", "set", "dev", iface, "up"); err != nil {
 		return err
 	}
@@ -359,7 +357,8 @@ func or(d, def time.Duration) time.Duration {
 }
 
 // Setup makes a guest restored from a snapshot the guest the host asked for
-// (proto.SetupArgs): clock, randomness, host name and network. The steps
+// (proto.SetupArgs): clock, randomness, host name and network (lo is up
+// since the boot the snapshot was saved after). The steps
 // join Steps; the error lists those that failed.
 func (b *Booter) Setup(a proto.SetupArgs) error {
 	first := len(b.steps)
@@ -367,11 +366,12 @@ func (b *Booter) Setup(a proto.SetupArgs) error {
 	b.result("clock", now.UTC().Format(time.RFC3339Nano), b.Sys.SetTime(now), nil)
 	b.result("reseed", fmt.Sprintf("%d bytes", len(a.Seed)), b.Sys.Reseed(a.Seed), nil)
 	b.SetHostname(a.Hostname)
-	nets := make([]guest.Net, 0, len(a.Nets))
+	// Setup runs while the agent serves, when its reaper owns every
+	// child's exit status, and a restore should take milliseconds: no
+	// program is started.
 	for _, n := range a.Nets {
-		nets = append(nets, guest.Net{Iface: n.Iface, Addr: n.Addr, MAC: n.MAC})
+		b.result("net", n.Iface+" "+n.Addr, b.Sys.ConfigureNIC(n), nil)
 	}
-	b.Network(nets)
 	var failed []string
 	for _, s := range b.steps[first:] {
 		if !s.OK {

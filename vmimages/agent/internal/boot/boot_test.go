@@ -25,6 +25,7 @@ type fakeSys struct {
 	mountErr map[string]error
 	loadErr  map[string]error
 	runErr   map[string]string // argv joined → output of a failing run
+	nicErr   map[string]error
 	release  string
 	sleeps   int
 	calls    []string
@@ -34,7 +35,7 @@ func newFake() *fakeSys {
 	return &fakeSys{
 		files: map[string]string{}, dirs: map[string][]string{}, exists: map[string]bool{},
 		appear: map[string]int{}, mountErr: map[string]error{}, loadErr: map[string]error{},
-		runErr: map[string]string{}, release: "6.1.0-56-amd64",
+		runErr: map[string]string{}, nicErr: map[string]error{}, release: "6.1.0-56-amd64",
 	}
 }
 
@@ -84,6 +85,10 @@ func (f *fakeSys) Sleep(d time.Duration) { f.sleeps++ }
 func (f *fakeSys) SetTime(t time.Time) error {
 	f.calls = append(f.calls, "settime "+t.UTC().Format(time.RFC3339))
 	return nil
+}
+func (f *fakeSys) ConfigureNIC(n proto.NetConfig) error {
+	f.calls = append(f.calls, fmt.Sprintf("nic %s %s %s", n.Iface, n.MAC, n.Addr))
+	return f.nicErr[n.Iface]
 }
 func (f *fakeSys) Reseed(seed []byte) error {
 	f.calls = append(f.calls, fmt.Sprintf("reseed %d", len(seed)))
@@ -378,10 +383,7 @@ func TestRunOrder(t *testing.T) {
 
 func TestSetup(t *testing.T) {
 	f := newFake()
-	f.exists[Busybox] = true
-	f.exists["/sys/class/net/eth0"] = true
-	f.runErr["/bin/busybox ip addr add 127.0.0.1/8 dev lo"] = "ip: RTNETLINK answers: File exists"
-	b := &Booter{Sys: f, WaitNet: time.Second}
+	b := &Booter{Sys: f}
 	now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
 	err := b.Setup(proto.SetupArgs{
 		Hostname: "client", Time: now.UnixNano(), Seed: make([]byte, 32),
@@ -394,19 +396,14 @@ func TestSetup(t *testing.T) {
 		"settime 2026-11-30T18:00:00Z",
 		"reseed 32",
 		"hostname client",
-		"run /bin/busybox ip link set dev lo up",
-		"run /bin/busybox ip addr add 127.0.0.1/8 dev lo",
-		// The address first: the card still has the snapshot's.
-		"run /bin/busybox ip link set dev eth0 address 52:54:00:00:00:01",
-		"run /bin/busybox ip link set dev eth0 up",
-		"run /bin/busybox ip addr add 10.0.0.40/24 dev eth0",
+		"nic eth0 52:54:00:00:00:01 10.0.0.40/24",
 	}
 	if d := cmp.Diff(wantCalls, f.calls); d != "" {
 		t.Errorf("calls (-want +got):\n%s", d)
 	}
 
 	// A failing step fails the setup and is named.
-	f.runErr["/bin/busybox ip link set dev eth0 address 52:54:00:00:00:02"] = "ip: SIOCSIFHWADDR: Device or resource busy"
+	f.nicErr["eth0"] = fmt.Errorf("SIOCSIFHWADDR: %w", unix.EBUSY)
 	err = b.Setup(proto.SetupArgs{Time: now.UnixNano(), Seed: []byte{1},
 		Nets: []proto.NetConfig{{Iface: "eth0", Addr: "10.0.0.41/24", MAC: "52:54:00:00:00:02"}}})
 	if err == nil || !strings.Contains(err.Error(), "net eth0 10.0.0.41/24: FAILED") || strings.Contains(err.Error(), "clock") {

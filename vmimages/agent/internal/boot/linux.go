@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"layer45/vmimages/agent/proto"
 	"layer45/vmimages/agent/server"
 )
 
@@ -97,6 +100,61 @@ func (Linux) Reseed(seed []byte) error {
 	}
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), rndReseedCRNG, 0); e != 0 {
 		return fmt.Errorf("RNDRESEEDCRNG: %w", e)
+	}
+	return nil
+}
+
+// ConfigureNIC does with ioctls what `ip link set address`, `ip link set
+// up` and `ip addr add` would: a restore must not wait for programs.
+func (Linux) ConfigureNIC(n proto.NetConfig) error {
+	prefix, err := netip.ParsePrefix(n.Addr)
+	if err != nil || !prefix.Addr().Is4() {
+		return fmt.Errorf("address %q: want IPv4 ADDR/PREFIX", n.Addr)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if n.MAC != "" {
+		hw, err := net.ParseMAC(n.MAC)
+		if err != nil || len(hw) != 6 {
+			return fmt.Errorf("MAC %q: want six bytes", n.MAC)
+		}
+		// struct ifreq: the name, then a struct sockaddr whose family is
+		// ARPHRD_ETHER and whose data starts with the address.
+		var ifr [40]byte
+		copy(ifr[:unix.IFNAMSIZ-1], n.Iface)
+		binary.NativeEndian.PutUint16(ifr[unix.IFNAMSIZ:], unix.ARPHRD_ETHER)
+		copy(ifr[unix.IFNAMSIZ+2:], hw)
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCSIFHWADDR, uintptr(unsafe.Pointer(&ifr[0]))); e != 0 {
+			return fmt.Errorf("%s: set MAC %s: %w", n.Iface, n.MAC, e)
+		}
+	}
+	ifr, err := unix.NewIfreq(n.Iface)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("%s: flags: %w", n.Iface, err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("%s: up: %w", n.Iface, err)
+	}
+	addr, _ := unix.NewIfreq(n.Iface)
+	if err := addr.SetInet4Addr(prefix.Addr().AsSlice()); err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFADDR, addr); err != nil {
+		return fmt.Errorf("%s: address %s: %w", n.Iface, n.Addr, err)
+	}
+	mask, _ := unix.NewIfreq(n.Iface)
+	if err := mask.SetInet4Addr(net.CIDRMask(prefix.Bits(), 32)); err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFNETMASK, mask); err != nil {
+		return fmt.Errorf("%s: netmask /%d: %w", n.Iface, prefix.Bits(), err)
 	}
 	return nil
 }
