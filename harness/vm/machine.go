@@ -56,8 +56,8 @@ type Machine struct {
 	// boot to the host file they came from.
 	uploaded map[string]string
 
-	booted   time.Time
-	bootTook time.Duration
+	booted      time.Time
+	bootTook    time.Duration
 	resumedFrom string // the state file of the last start, if restored
 }
 
