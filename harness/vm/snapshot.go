@@ -133,9 +133,15 @@ func (m *Machine) saveSnapshot(ctx context.Context, dir string) error {
 		return err
 	}
 	defer conFile.Close()
+	release, err := bootSlot(ctx, m.env)
+	if err != nil {
+		return err
+	}
+	defer release()
+	start := time.Now()
 	var crashMu sync.Mutex
 	var crashes []string
-	stream := console.NewStream("snapshot", console.WithFile(conFile), console.WithStart(time.Now()),
+	stream := console.NewStream("snapshot", console.WithFile(conFile), console.WithStart(start),
 		console.WithReport(func(r console.Report) {
 			crashMu.Lock()
 			crashes = append(crashes, r.Title)
@@ -143,12 +149,6 @@ func (m *Machine) saveSnapshot(ctx context.Context, dir string) error {
 		}))
 	defer stream.Close()
 	q := qemu.Command(qc, stream)
-	release, err := bootSlot(ctx, m.env)
-	if err != nil {
-		return err
-	}
-	defer release()
-	start := time.Now()
 	if err := q.Start(); err != nil {
 		return err
 	}

@@ -138,7 +138,9 @@ func openPort(dev string) (*os.File, error) {
 
 // portConn adapts a virtio-serial port to the server. While no host is
 // connected, read(2) on the port returns 0 at once; portConn waits and
-// tries again instead of reporting end of file.
+// tries again instead of reporting end of file. It tries often: a guest
+// restored from a snapshot waits here for its new host, and the restore
+// should take a fraction of a second.
 type portConn struct {
 	f interface {
 		io.Reader
@@ -156,7 +158,7 @@ func (p *portConn) Read(b []byte) (int, error) {
 		if err != nil && err != io.EOF {
 			return 0, err
 		}
-		p.sleep(100 * time.Millisecond)
+		p.sleep(10 * time.Millisecond)
 	}
 }
 
