@@ -6,6 +6,8 @@
 //	l45 faults   run the suites against each deliberate fault of kernel/faults (l45 faults -h)
 //	l45 matrix   run the suites on every kernel of kernel/matrix.json ($L45_MATRIX), one table;
 //	             l45 matrix merge DIR joins the results of per-kernel CI jobs
+//	l45 repro    run a bug report (a repro file) and bundle the evidence; replay a bundle
+//	             (l45 repro -h; exit 1 reproduced, 0 not, 125 no verdict: git bisect run)
 //
 // Kernel and accelerator come from $L45_KERNEL and $L45_ACCEL as in tests.
 //
@@ -29,7 +31,7 @@ import (
 )
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: l45 setup | e2e [go test flags...] | faults [--only NAME,...] [--sample] | cache list|prune [--max SIZE]|clean | matrix [go test flags] | matrix merge DIR")
+	fmt.Fprintln(os.Stderr, "usage: l45 setup | e2e [go test flags...] | faults [--only NAME,...] [--sample] | cache list|prune [--max SIZE]|clean | matrix [go test flags] | matrix merge DIR | repro [--repeat N] [-o BUNDLE] FILE | repro --replay BUNDLE | repro --example")
 	os.Exit(2)
 }
 
@@ -51,6 +53,11 @@ func main() {
 		err = faultsCmd(ctx, os.Args[2:])
 	case "matrix":
 		err = matrixCmd(ctx, os.Args[2:])
+	case "repro":
+		// Its own exit statuses, which git bisect run reads.
+		code := reproCmd(ctx, os.Args[2:])
+		stop()
+		os.Exit(code)
 	default:
 		usage()
 	}
