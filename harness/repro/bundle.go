@@ -366,7 +366,10 @@ Contents:
                     (NAME.qemu.txt), kernel logs (NAME.dmesg.txt), trace
                     buffers (NAME.trace.txt), the link's capture (lan.pcap) and
                     its decoding (wire.txt), each step's command, status and
-                    output (steps/), the run's verdict (verdict.txt)
+                    output (steps/), the run's verdict (verdict.txt). A
+                    guest restored from a snapshot (the default; its
+                    NAME.qemu.txt says so) has a console that starts at the
+                    restore: L45_SNAPSHOT=0 boots every guest.
 `)
 	return s.String()
 }

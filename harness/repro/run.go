@@ -305,7 +305,17 @@ func (r *Runner) once(ctx context.Context, b *Build, n int, bw *bundleWriter) Ru
 func (r *Runner) steps(ctx context.Context, b *Build, n int, pair Pair, o *Observations) (booted bool, err error) {
 	r.progressf("run %d: booting the server and the client (%s)", n, b.Kernel.Release)
 	if err := pair.Boot(ctx); err != nil {
-		return false, err
+		// A kernel that crashes while booting (Layer 4.5 built in) may
+		// be the bug itself.
+		var ge *vm.GuestError
+		if !errors.As(err, &ge) || len(ge.Crashes) == 0 {
+			return false, err
+		}
+		for _, title := range ge.Crashes {
+			o.Crashes[ge.Guest] = append(o.Crashes[ge.Guest], console.Report{Title: title})
+		}
+		o.Stopped = fmt.Sprintf("the %s's kernel crashed while it booted: %v", ge.Guest, err)
+		return false, nil
 	}
 	f := r.File
 	for _, g := range []string{Server, Client} {

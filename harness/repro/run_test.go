@@ -25,6 +25,7 @@ import (
 	"layer45/harness/console"
 	"layer45/harness/infra"
 	"layer45/harness/kernels"
+	"layer45/harness/vm"
 )
 
 // fakePlatform hands out the pairs a test scripted, run by run.
@@ -341,6 +342,11 @@ func TestExitCodes(t *testing.T) {
 			p.guests[Client].loadCrash["crash_test"] = "BUG: kernel NULL pointer dereference in crash_test_init"
 			return p
 		}}, ExitReproduced, "[yes] a kernel crash in the client titled ...\"NULL pointer\"... (line 4): client: BUG: kernel NULL pointer dereference in crash_test_init"},
+		{"the kernel crashes while booting", crashRepro, &fakePlatform{pair: func(int) *fakePair {
+			p := dnsPair(t, true)
+			p.bootErr = &vm.GuestError{Guest: Client, Op: "boot", Err: errors.New("the guest agent never said hello"), Crashes: []string{"BUG: kernel NULL pointer dereference in l45_init"}}
+			return p
+		}}, ExitReproduced, "client: BUG: kernel NULL pointer dereference in l45_init"},
 		{"another crash: undecided", strings.Replace(crashRepro, "NULL pointer", "KASAN", 1), &fakePlatform{pair: func(int) *fakePair {
 			p := dnsPair(t, true)
 			p.guests[Client].loadCrash["crash_test"] = "BUG: kernel NULL pointer dereference in crash_test_init"
