@@ -21,16 +21,21 @@ import (
 // libraries. They come from Debian packages the set-up installs.
 var GuestPrograms = []string{"/usr/bin/dig", "/usr/sbin/dnsmasq"}
 
-// GuestModules are the kernel modules a guest loads at boot, before the
-// agent looks for its port: virtio transport, console (the agent's port),
-// network, block and ext4 (the persistent disk). Built-in ones are skipped.
-var GuestModules = []string{"virtio_pci", "virtio_console", "virtio_net", "virtio_blk", "ext4"}
+// GuestModules are the kernel modules every guest loads at boot, before the
+// agent looks for its port: virtio transport, console (the agent's port)
+// and network. Built-in ones are skipped.
+var GuestModules = []string{"virtio_pci", "virtio_console", "virtio_net"}
 
-// GuestOptionalModules are loaded too where the kernel has them as
-// modules: ext4 asks the crypto API for "crc32c" at mount time (6.1 refuses
-// the mount with "Cannot load crc32c driver." without it), and the guest
-// has no modprobe to load it on demand. Later kernels build it in or
-// rename it.
+// DiskModules are loaded at boot only by a guest with a disk: block and
+// ext4 cost a cold boot most of a second under TCG, and would make every
+// snapshot larger, for the few tests with a persistent disk.
+var DiskModules = []string{"virtio_blk", "ext4"}
+
+// GuestOptionalModules are loaded with the disk modules where the kernel
+// has them as modules: ext4 asks the crypto API for "crc32c" at mount time
+// (6.1 refuses the mount with "Cannot load crc32c driver." without it), and
+// the guest has no modprobe to load it on demand. Later kernels build it in
+// or rename it.
 var GuestOptionalModules = []string{"crc32c_generic"}
 
 const busyboxPath = "/bin/busybox"
@@ -59,50 +64,86 @@ func Compose(k *kernels.Kernel, tools Tools) (*Image, error) {
 	// dig reads resolv.conf even when given @server.
 	im.AddBytes("/etc/resolv.conf", []byte("nameserver 127.0.0.1\n"), 0o644)
 
-	files, err := GuestModuleFiles(k)
+	boot, disk, err := guestModuleSets(k)
 	if err != nil {
 		return nil, err
 	}
 	decompresses := kernelDecompresses(k)
-	var load strings.Builder
-	for _, f := range files {
-		host := filepath.Join(k.ModulesDir, f)
-		format := compression(f)
-		if format == "" || decompresses[format] {
-			// The agent loads a compressed module with
-			// MODULE_INIT_COMPRESSED_FILE; this kernel unpacks it.
-			guest := path.Join(guest.ModulesRoot, k.Release, f)
-			im.AddFile(guest, host, 0o644)
-			load.WriteString(guest + "\n")
-			continue
+	for list, files := range map[string][]string{guest.ModulesLoad: boot, guest.DiskModulesLoad: disk} {
+		var load strings.Builder
+		for _, f := range files {
+			p, err := addModule(im, k, f, decompresses)
+			if err != nil {
+				return nil, err
+			}
+			load.WriteString(p + "\n")
 		}
-		data, err := decompress(host, format)
-		if err != nil {
-			return nil, fmt.Errorf("kernel %s: %w", k.Release, err)
-		}
-		guest := path.Join(guest.ModulesRoot, k.Release, strings.TrimSuffix(f, "."+format))
-		im.AddBytes(guest, data, 0o644)
-		load.WriteString(guest + "\n")
+		im.AddBytes(list, []byte(load.String()), 0o644)
 	}
-	im.AddBytes(guest.ModulesLoad, []byte(load.String()), 0o644)
 	return im, nil
+}
+
+// addModule puts the module file f (relative to k's modules folder) into
+// the image and returns its path in the guest. The agent loads a
+// compressed module with MODULE_INIT_COMPRESSED_FILE where the kernel
+// unpacks that format itself; others are decompressed here.
+func addModule(im *Image, k *kernels.Kernel, f string, decompresses map[string]bool) (string, error) {
+	host := filepath.Join(k.ModulesDir, f)
+	format := compression(f)
+	if format == "" || decompresses[format] {
+		p := path.Join(guest.ModulesRoot, k.Release, f)
+		im.AddFile(p, host, 0o644)
+		return p, nil
+	}
+	data, err := decompress(host, format)
+	if err != nil {
+		return "", fmt.Errorf("kernel %s: %w", k.Release, err)
+	}
+	p := path.Join(guest.ModulesRoot, k.Release, strings.TrimSuffix(f, "."+format))
+	im.AddBytes(p, data, 0o644)
+	return p, nil
 }
 
 // GuestModuleFiles are the files of k's modules folder (relative to it)
 // that guests load at boot, each after those it depends on: the guest
 // image carries these and no other of the kernel's modules.
 func GuestModuleFiles(k *kernels.Kernel) ([]string, error) {
+	boot, disk, err := guestModuleSets(k)
+	return append(boot, disk...), err
+}
+
+// guestModuleSets are the module files every guest loads and those only a
+// guest with a disk loads, each list in load order and without the files
+// of the first.
+func guestModuleSets(k *kernels.Kernel) (boot, disk []string, err error) {
 	idx, err := readModuleIndex(k.ModulesDir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	want := GuestModules[:len(GuestModules):len(GuestModules)]
+	boot, err = idx.loadOrder(GuestModules...)
+	if err != nil {
+		return nil, nil, err
+	}
+	var want []string
 	for _, n := range GuestOptionalModules {
 		if _, ok := idx.file[n]; ok {
-			want = append(want[:len(want)-1], n, want[len(want)-1]) // before ext4
+			want = append(want, n)
 		}
 	}
-	return idx.loadOrder(want...)
+	all, err := idx.loadOrder(append(want, DiskModules...)...)
+	if err != nil {
+		return nil, nil, err
+	}
+	loaded := map[string]bool{}
+	for _, f := range boot {
+		loaded[f] = true
+	}
+	for _, f := range all {
+		if !loaded[f] {
+			disk = append(disk, f)
+		}
+	}
+	return boot, disk, nil
 }
 
 // compression is the compression suffix of a module file (xz, zst, gz), or

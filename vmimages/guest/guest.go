@@ -12,8 +12,11 @@ const (
 	// L45net makes socket calls on demand and reports what it saw.
 	L45net = "/usr/bin/l45net"
 	// ModulesLoad lists, one path a line and in load order, the kernel
-	// modules the agent loads at boot (virtio, network, block, ext4).
+	// modules the agent loads at boot (virtio, console, network).
 	ModulesLoad = "/etc/l45/modules.load"
+	// DiskModulesLoad lists the same way the modules a guest with a disk
+	// loads at boot besides (block, ext4).
+	DiskModulesLoad = "/etc/l45/modules.disk"
 	// ModulesRoot is the kernel's module tree (/usr/lib/modules/RELEASE).
 	ModulesRoot = "/usr/lib/modules"
 )

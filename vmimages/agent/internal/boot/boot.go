@@ -384,6 +384,23 @@ func (b *Booter) Setup(a proto.SetupArgs) error {
 	return nil
 }
 
+// virtioDevices lists the guest's virtio devices once virtio_pci is loaded;
+// each has a device file with its virtio device id.
+const virtioDevices = "/sys/bus/virtio/devices"
+
+// hasVirtioDisk says whether the guest has a virtio block device (virtio
+// device id 2).
+func (b *Booter) hasVirtioDisk() bool {
+	names, _ := b.Sys.ReadDir(virtioDevices)
+	for _, n := range names {
+		id, err := b.Sys.ReadFile(path.Join(virtioDevices, n, "device"))
+		if err == nil && strings.TrimSpace(string(id)) == "0x0002" {
+			return true
+		}
+	}
+	return false
+}
+
 // Result is what a full boot produced.
 type Result struct {
 	Steps   []proto.BootStep
@@ -394,11 +411,15 @@ type Result struct {
 }
 
 // Run takes every boot step in order: base mounts, modules.load, the
-// command line (hostname, disks, network), autoload, and finding the port.
+// command line, the disk modules if the guest has a disk, hostname, disks,
+// network, autoload, and finding the port.
 func (b *Booter) Run() Result {
 	b.MountBase()
 	b.LoadModules(guest.ModulesLoad)
 	opts := b.ReadCmdline()
+	if len(opts.Mounts) > 0 || b.hasVirtioDisk() {
+		b.LoadModules(guest.DiskModulesLoad)
+	}
 	b.SetHostname(opts.Hostname)
 	b.MountDisks(opts.Mounts)
 	b.Network(opts.Nets)

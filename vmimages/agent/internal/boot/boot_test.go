@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -338,10 +339,39 @@ func TestFindPort(t *testing.T) {
 	}
 }
 
+// TestDiskModulesOnlyWithADisk: a guest loads block and ext4 when it has a
+// virtio disk (mounted at boot or not), and not otherwise.
+func TestDiskModulesOnlyWithADisk(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		devices map[string]string // virtio device → its id
+		want    bool
+	}{
+		{"no virtio device", nil, false},
+		{"network and console", map[string]string{"virtio0": "0x0001\n", "virtio1": "0x0003\n"}, false},
+		{"a disk", map[string]string{"virtio0": "0x0001\n", "virtio2": "0x0002\n"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake()
+			f.files[guest.ModulesLoad] = "/m/virtio_net.ko\n"
+			f.files[guest.DiskModulesLoad] = "/m/ext4.ko\n"
+			for dev, id := range tc.devices {
+				f.dirs[virtioDevices] = append(f.dirs[virtioDevices], dev)
+				f.files[virtioDevices+"/"+dev+"/device"] = id
+			}
+			(&Booter{Sys: f, WaitPort: time.Millisecond}).Run()
+			if got := slices.Contains(f.calls, "load /m/ext4.ko"); got != tc.want {
+				t.Errorf("ext4 loaded: %v, want %v (calls %q)", got, tc.want, f.calls)
+			}
+		})
+	}
+}
+
 func TestRunOrder(t *testing.T) {
 	const dir = "/usr/lib/modules/6.1.0-56-amd64/layer4_5"
 	f := newFake()
-	f.files[guest.ModulesLoad] = "/m/virtio_blk.ko\n/m/virtio_console.ko\n"
+	f.files[guest.ModulesLoad] = "/m/virtio_net.ko\n/m/virtio_console.ko\n"
+	f.files[guest.DiskModulesLoad] = "/m/virtio_blk.ko\n/m/ext4.ko\n"
 	f.files[Cmdline] = "console=ttyS0 l45.hostname=t l45.mount=/dev/vda:/usr/lib/modules:ext4 l45.net=eth0,10.0.0.2/24 l45.port=p\n"
 	f.exists["/dev/vda"] = true
 	f.exists["/sys/class/net/eth0"] = true
@@ -362,8 +392,10 @@ func TestRunOrder(t *testing.T) {
 		}
 	}
 	want := []string{
-		"load /m/virtio_blk.ko",
+		"load /m/virtio_net.ko",
 		"load /m/virtio_console.ko",
+		"load /m/virtio_blk.ko", // a disk to mount: the disk modules
+		"load /m/ext4.ko",
 		"hostname t",
 		"mount ext4 /dev/vda /usr/lib/modules", // autoload reads from the disk
 		"run ip link set dev lo up",
@@ -376,7 +408,7 @@ func TestRunOrder(t *testing.T) {
 	if d := cmp.Diff(want, order); d != "" {
 		t.Errorf("order (-want +got):\n%s", d)
 	}
-	if len(r.Steps) != len(BaseMounts)+2+1+1+2+2+1 {
+	if len(r.Steps) != len(BaseMounts)+2+2+1+1+2+2+1 {
 		t.Errorf("%d steps:\n%s", len(r.Steps), strings.Join(stepsText(r.Steps), "\n"))
 	}
 }
