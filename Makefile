@@ -64,6 +64,7 @@ faults: setup
 bench: setup
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count=1 -timeout 60m ./harness/vm/
 	$(GO) test -run '^$$' -bench '^BenchmarkOverhead$$' -benchtime 1x -count=1 -timeout 60m ./suites/
+	$(GO) test -run '^$$' -bench '^BenchmarkE2ESnapshots$$' -benchtime 1x -count=1 -timeout 60m ./cmd/l45/
 
 clean-cache:
 	rm -rf "$${L45_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/layer45}"

@@ -3,10 +3,10 @@ package vm_test
 import (
 	"context"
 	"fmt"
-	"sort"
 	"testing"
 	"time"
 
+	"layer45/harness/benchjson"
 	"layer45/harness/vm"
 )
 
@@ -41,10 +41,21 @@ func BenchmarkBootToAgentReady(b *testing.B) {
 					times = append(times, m.BootTime())
 					m.Close()
 				}
-				sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-				med := times[len(times)/2]
+				med := benchjson.Median(times)
 				b.ReportMetric(med.Seconds(), "s/"+how+"(median)")
 				b.Logf("%s to agent ready: median %.2fs over %d (%s, %s, %d vCPUs)", how, med.Seconds(), len(times), env.Kernel.Release, env.AccelNote, cpus)
+				var samples []float64
+				for _, d := range times {
+					samples = append(samples, d.Seconds())
+				}
+				if _, err := benchjson.Record(fmt.Sprintf("start-to-agent-ready:%s:vcpus=%d:%s", env.Kernel.Release, cpus, how), benchjson.Entry{
+					When:    time.Now(),
+					Env:     map[string]string{"kernel": env.Kernel.Release, "accel": string(env.Accel)},
+					Figures: map[string]float64{"median-s": med.Seconds()},
+					Detail:  map[string]any{"samples-s": samples},
+				}); err != nil {
+					b.Error(err)
+				}
 			})
 		}
 	}
