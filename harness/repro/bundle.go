@@ -369,7 +369,9 @@ Contents:
                     output (steps/), the run's verdict (verdict.txt). A
                     guest restored from a snapshot (the default; its
                     NAME.qemu.txt says so) has a console that starts at the
-                    restore: L45_SNAPSHOT=0 boots every guest.
+                    restore, and the boot its snapshot was saved after in
+                    NAME.snapshot-boot.console.txt; L45_SNAPSHOT=0 boots
+                    every guest.
 `)
 	return s.String()
 }

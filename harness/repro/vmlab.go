@@ -3,7 +3,6 @@ package repro
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"layer45/harness/artifacts"
@@ -167,13 +165,13 @@ var slowdownOnce sync.Once
 
 // NewPair makes the run's link and evidence folder.
 func (v *VM) NewPair(ctx context.Context, n int) (Pair, error) {
-	p := &vmPair{v: v, tb: &runTB{name: fmt.Sprintf("repro-%s/run-%d", v.Name, n)}, n: n, machines: map[string]*vm.Machine{}}
-	err := p.tb.do(func() {
-		p.ev = vm.Evidence(p.tb)
-		p.link = vm.NewLink(p.tb, "lan")
-	})
-	if err != nil {
-		p.Close()
+	p := &vmPair{v: v, n: n, machines: map[string]*vm.Machine{}}
+	var err error
+	if p.ev, err = artifacts.New(fmt.Sprintf("repro-%s/run-%d", v.Name, n)); err != nil {
+		return nil, infra.Wrap("the run's evidence folder", err)
+	}
+	if p.link, err = vm.OpenLink(p.ev, "lan"); err != nil {
+		p.ev.Finish(false)
 		return nil, err
 	}
 	return p, nil
@@ -182,7 +180,6 @@ func (v *VM) NewPair(ctx context.Context, n int) (Pair, error) {
 type vmPair struct {
 	v        *VM
 	n        int
-	tb       *runTB
 	ev       *artifacts.Dir
 	link     *vm.Link
 	machines map[string]*vm.Machine
@@ -225,21 +222,17 @@ func (p *vmPair) Pcap() string { return p.link.Pcap() }
 // Finish saves what each guest can still tell, as vm.Boot does for a
 // failed test, and powers it off.
 func (p *vmPair) Finish(ctx context.Context) {
-	for name, m := range p.machines {
-		if !m.Exited() {
-			cctx, cancel := context.WithTimeout(ctx, vm.Scale(30*time.Second))
-			if recs, _, err := m.KernelLog(cctx, 0); err == nil {
-				var b strings.Builder
-				for _, r := range recs {
-					fmt.Fprintf(&b, "[%5d.%06d] %s\n", r.Usec/1e6, r.Usec%1e6, r.Text)
-				}
-				p.ev.WriteFile(name+".dmesg.txt", []byte(b.String()))
+	for _, m := range p.machines {
+		// A restored guest's console starts at the restore: the bundle
+		// also carries the boot its snapshot was saved after.
+		if c := m.SnapshotConsole(); c != "" {
+			if data, err := os.ReadFile(c); err == nil {
+				p.ev.WriteFile(m.Name+".snapshot-boot.console.txt", data)
 			}
-			if tr, err := m.ReadFile(cctx, "/sys/kernel/tracing/trace"); err == nil && len(tr) > 0 {
-				p.ev.WriteFile(name+".trace.txt", tr)
-			}
-			cancel()
 		}
+		cctx, cancel := context.WithTimeout(ctx, vm.Scale(30*time.Second))
+		m.SaveEvidence(cctx)
+		cancel()
 		m.Close()
 	}
 }
@@ -250,7 +243,8 @@ func (p *vmPair) Close() {
 	for _, m := range p.machines {
 		m.Close()
 	}
-	p.tb.cleanup()
+	p.link.Close()
+	p.ev.Finish(false)
 }
 
 // vmGuest is a Machine with the run's modules.
@@ -269,48 +263,4 @@ func (g *vmGuest) Spawn(ctx context.Context, argv []string) (Process, error) {
 
 func (g *vmGuest) Load(ctx context.Context, module, params string) error {
 	return g.Machine.LoadModule(ctx, g.mods, module, params)
-}
-
-// runTB stands for one repro run where vm asks for a testing.TB: vm makes
-// links (and their evidence folder) only for a test. It implements what
-// vm.NewLink and vm.Evidence call; anything else would panic on the nil
-// TB it embeds.
-type runTB struct {
-	testing.TB
-	name     string
-	cleanups []func()
-	fatal    string
-}
-
-func (r *runTB) Helper()                {}
-func (r *runTB) Name() string           { return r.name }
-func (r *runTB) Attr(key, value string) {}
-func (r *runTB) Failed() bool           { return false }
-func (r *runTB) Cleanup(f func())       { r.cleanups = append(r.cleanups, f) }
-
-// Fatalf ends the goroutine as testing's does; do reports it.
-func (r *runTB) Fatalf(format string, args ...any) {
-	r.fatal = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-
-// do runs f on a goroutine of its own, so that a Fatalf ends only f.
-func (r *runTB) do(f func()) error {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f()
-	}()
-	<-done
-	if r.fatal != "" {
-		return infra.Wrap("make the run's link", errors.New(r.fatal))
-	}
-	return nil
-}
-
-func (r *runTB) cleanup() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
-	r.cleanups = nil
 }

@@ -161,7 +161,7 @@ func (m *Machine) boot(ctx context.Context) error {
 			return m.failure("boot", err, false)
 		}
 		qc = m.restoreConfig(state)
-		how = "restored from " + state + " (its boot console: " + filepath.Join(filepath.Dir(state), snapshotConsole) + ")"
+		how = "restored from " + state + " (the console of the boot it was saved after: " + filepath.Join(filepath.Dir(state), snapshotConsole) + ")"
 	}
 	suffix := ""
 	if m.boots > 1 {
@@ -347,11 +347,21 @@ func (m *Machine) Hello() agent.Hello {
 func (m *Machine) Restored() bool { return m.Snapshot() != "" }
 
 // Snapshot is the state file the guest was resumed from at its last start,
-// "" if it booted.
+// "" if it booted. The console of the boot it was saved after is
+// SnapshotConsole.
 func (m *Machine) Snapshot() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.resumedFrom
+}
+
+// SnapshotConsole is the console of the boot the guest's snapshot was saved
+// after ("" if it booted): its own console starts at the restore.
+func (m *Machine) SnapshotConsole() string {
+	if s := m.Snapshot(); s != "" {
+		return filepath.Join(filepath.Dir(s), snapshotConsole)
+	}
+	return ""
 }
 
 // BootTime is how long the last boot (or restore) took from QEMU start to
@@ -415,8 +425,10 @@ func (m *Machine) Reboot(ctx context.Context) error {
 	return m.boot(ctx)
 }
 
-// saveEvidence writes what the guest can still tell about itself.
-func (m *Machine) saveEvidence(ctx context.Context) {
+// SaveEvidence writes what the guest can still tell about itself into its
+// evidence folder: its kernel log (NAME.dmesg.txt) and trace buffer
+// (NAME.trace.txt). Boot does it for a failed test.
+func (m *Machine) SaveEvidence(ctx context.Context) {
 	if m.Exited() {
 		return
 	}

@@ -119,7 +119,7 @@ func Boot(t testing.TB, opts ...Option) *Machine {
 		}
 		// Evidence is gathered before power-off, while the guest can talk.
 		if t.Failed() || len(m.Crashes()) > 0 {
-			m.saveEvidence(ctx)
+			m.SaveEvidence(ctx)
 		}
 		m.shutdown(ctx)
 		// Reports that appeared after the last subtest, or while shutting
@@ -162,27 +162,41 @@ func MeasureSlowdown(ctx context.Context, m *Machine) (float64, error) {
 type Link struct {
 	hub  *link.Hub
 	pcap string
+	dir  string
 }
 
 // NewLink makes a segment for t; its capture is evidence.
 func NewLink(t testing.TB, name string) *Link {
 	t.Helper()
-	ev := Evidence(t)
+	l, err := OpenLink(Evidence(t), name)
+	if err != nil {
+		fatal(t, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// OpenLink makes a segment whose capture goes to ev as NAME.pcap, for
+// guests started without a test (Start); Close ends it.
+func OpenLink(ev *artifacts.Dir, name string) (*Link, error) {
 	dir, err := makePrivateDir("link-" + name)
 	if err != nil {
-		fatal(t, infra.Wrap("link "+name, err))
+		return nil, infra.Wrap("link "+name, err)
 	}
 	pcap := ev.File(name + ".pcap")
 	h, err := link.Listen(filepath.Join(dir, "hub.sock"), pcap)
 	if err != nil {
 		os.RemoveAll(dir)
-		fatal(t, infra.Wrap("link "+name, err))
+		return nil, infra.Wrap("link "+name, err)
 	}
-	t.Cleanup(func() {
-		h.Close()
-		os.RemoveAll(dir)
-	})
-	return &Link{hub: h, pcap: pcap}
+	return &Link{hub: h, pcap: pcap, dir: dir}, nil
+}
+
+// Close stops the segment; its capture stays.
+func (l *Link) Close() error {
+	err := l.hub.Close()
+	os.RemoveAll(l.dir)
+	return err
 }
 
 // Pcap is the path of the segment's capture (readable while it grows).
