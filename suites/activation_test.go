@@ -25,24 +25,27 @@ const (
 )
 
 // One pair of guests for the rules about which modules a socket gets and
-// when they run (R11-R14); every subtest uses its own ports and unloads
-// its modules when it ends. The R13/R14 bodies are in matching_test.go.
+// when they run (R11-R14), and this implementation's decisions there (I5,
+// I7); every subtest uses its own ports and unloads its modules when it
+// ends. The R13/R14 and decision bodies are in matching_test.go.
 func TestActivationMatchingOrdering(t *testing.T) {
 	p := suite.NewPair(t)
-	p.Run(t, "R11/inactive-attached-counted-not-called-toggle-live", func(t *testing.T) { r11ToggleLive(t, p) })
+	p.Run(t, "R11/D3-inactive-attached-counted-not-called-toggle-live", func(t *testing.T) { r11ToggleLive(t, p) })
 	p.Run(t, "R12/deprecated-keeps-its-sockets-never-attaches-anew", func(t *testing.T) { r12Deprecation(t, p) })
 	p.Run(t, "R13/thread-name-vs-process-name-and-wildcards", func(t *testing.T) { r13ThreadNames(t, p) })
-	p.Run(t, "R14/protocol-address-port-connected-unconnected", func(t *testing.T) { r14Filters(t, p) })
-	p.Run(t, "R14/at-most-five-lowest-priority-reorder-live-ties", func(t *testing.T) { r14FiveLowestAndReorder(t, p) })
+	p.Run(t, "R14/D16-protocol-address-port-connected-unconnected", func(t *testing.T) { r14Filters(t, p) })
+	p.Run(t, "I5/unbound-udp-source-is-the-routed-address", func(t *testing.T) { i5UnboundSource(t, p) })
+	p.Run(t, "R14/D8-at-most-five-lowest-priority-reorder-live-ties", func(t *testing.T) { r14FiveLowestAndReorder(t, p) })
+	p.Run(t, "I7/priority-changes-reorder-never-attach", func(t *testing.T) { i7ReorderNeverAttaches(t, p) })
 	p.Run(t, "R14/apply-now-existing-sockets", func(t *testing.T) { r14ApplyNow(t, p) })
-	p.Run(t, "R14/apply-now-only-into-free-slots", func(t *testing.T) { r14ApplyNowFreeSlots(t, p) })
+	p.Run(t, "R14/D8-apply-now-only-into-free-slots", func(t *testing.T) { r14ApplyNowFreeSlots(t, p) })
 	p.Run(t, "R16/report-count-follows-sockets", func(t *testing.T) { r16CountFollowsSockets(t, p) })
 }
 
 // The inactive module (activate=0) and tag both match one live UDP
 // socket; the inactive module runs first (priority 10). inactive.c never
 // looks at its own activate variable: only Layer 4.5 can keep it from
-// running (contract section 4, "active_mode was only a convention").
+// running (D3: active_mode was only a convention).
 func r11ToggleLive(t *testing.T, p *suite.Pair) {
 	const port = 7101
 	echo := p.StartEcho(t, "udp", port, echoPrefix)

@@ -2,8 +2,10 @@ package suites
 
 // R16: the control interface (netlink protocol 25), driven by l45ctl in the
 // client guest and parsed strictly on the host (harness/control): every
-// reply must be exactly the JSON object the contract describes. These
-// bodies run on TestRegistrationBuffersControl's pair.
+// reply must be exactly the JSON object the contract describes. What this
+// implementation decided where the contract is silent (I9, I20, I21, I23,
+// I24) is asserted in bodies of its own. These bodies run on
+// TestRegistrationBuffersControl's pair.
 
 import (
 	"context"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"layer45/harness/vm"
 	"layer45/suites/suite"
 	"layer45/vmimages/control"
 )
@@ -28,61 +31,82 @@ var reportShape = regexp.MustCompile(`^\{"Installed":\[(\{"ID":\d+,"Activated":[
 	`"Deprecated":\[(\{"ID":\d+,"Activated":[01],"Count":\d+,"ts":\d+\},?)*\],` +
 	`"Revoked":\[(\{"ID":\d+,"ts":\d+\},?)*\]\}$`)
 
-// The report's exact shape, field order included, and its timestamps:
-// registration time for Installed, deprecation time for Deprecated,
-// unregistration time for Revoked, in seconds since the epoch (the guest's
-// clock comes from the host's, so they are close to the host's now).
-func r16ReportFormat(t *testing.T, p *suite.Pair) {
-	m := p.Client
-	start := time.Now().Add(-time.Hour).Unix()
-	m.MustLoadModule(t, p.Mods, "challenge", "")
+// loadForUnload loads module into m for a test that unloads it itself
+// with the function returned; if the test ends first, its cleanup does.
+func loadForUnload(t *testing.T, p *suite.Pair, m *vm.Machine, module string) (unload func()) {
+	t.Helper()
+	m.MustLoadModule(t, p.Mods, module, "")
 	unloaded := false
 	t.Cleanup(func() {
 		if !unloaded && !m.Exited() {
-			m.UnloadModule(context.Background(), "challenge")
+			m.UnloadModule(context.Background(), module)
 		}
 	})
+	return func() {
+		m.MustUnloadModule(t, module)
+		unloaded = true
+	}
+}
+
+// The report's exact shape, field order included: a registered module is
+// listed under Installed with its activation and socket count, a
+// deprecated one under Deprecated, and an unloaded one joins Revoked.
+func r16ReportFormat(t *testing.T, p *suite.Pair) {
+	m := p.Client
+	unload := loadForUnload(t, p, m, "challenge")
 	p.Load(t, m, "tag", suite.Params{"dest_port": 9})
 	require.Equal(t, 1, suite.Result(t, m, tagID, "DEPRECATE 101 END"))
 	text := suite.Raw(t, m, "CUST_REPORT")
 	require.Regexp(t, reportShape, text)
 	r, err := control.ParseReport([]byte(text))
 	require.NoError(t, err)
-	end := time.Now().Add(time.Hour).Unix()
 	ch, dep, ok := r.Find(challengeID)
 	require.True(t, ok, "%s", text)
 	require.False(t, dep)
 	require.Equal(t, control.Module{ID: challengeID, Activated: 1, Count: 0, TS: ch.TS}, ch)
-	require.True(t, ch.TS >= start && ch.TS <= end, "registration ts %d is not about now", ch.TS)
-	tg, dep, _ := r.Find(tagID)
-	require.True(t, dep)
-	require.True(t, tg.TS >= ch.TS && tg.TS <= end, "deprecation ts %d", tg.TS)
-
-	// "CUST_REPORT END" is the same request.
-	again, err := control.ParseReport([]byte(suite.Raw(t, m, "CUST_REPORT END")))
-	require.NoError(t, err)
-	require.Equal(t, r, again)
+	_, dep, ok = r.Find(tagID)
+	require.True(t, ok && dep, "the deprecated module is listed under Deprecated: %s", text)
 
 	revoked := suite.Revoked(r, challengeID)
-	m.MustUnloadModule(t, "challenge")
-	unloaded = true
+	unload()
 	r = suite.Report(t, m)
 	require.Equal(t, revoked+1, suite.Revoked(r, challengeID), "the unloaded module joins the revoked history")
+	_, _, ok = r.Find(challengeID)
+	require.False(t, ok)
+}
+
+// I23: ts is the registration time under Installed, the deprecation time
+// under Deprecated and the unregistration time under Revoked, in seconds
+// since the epoch (the guest's clock comes from the host's, so each is
+// close to the host's now).
+func i23Timestamps(t *testing.T, p *suite.Pair) {
+	m := p.Client
+	start := time.Now().Add(-time.Hour).Unix()
+	unload := loadForUnload(t, p, m, "challenge")
+	p.Load(t, m, "tag", suite.Params{"dest_port": 9})
+	require.Equal(t, 1, suite.Result(t, m, tagID, "DEPRECATE 101 END"))
+	r := suite.Report(t, m)
+	end := time.Now().Add(time.Hour).Unix()
+	ch, _, _ := r.Find(challengeID)
+	require.True(t, ch.TS >= start && ch.TS <= end, "registration ts %d is not about now", ch.TS)
+	tg, dep, ok := r.Find(tagID)
+	require.True(t, ok && dep)
+	require.True(t, tg.TS >= ch.TS && tg.TS <= end, "deprecation ts %d", tg.TS)
+
+	unload()
 	var newest int64
-	for _, e := range r.Revoked {
+	for _, e := range suite.Report(t, m).Revoked {
 		if e.ID == challengeID && e.TS > newest {
 			newest = e.TS
 		}
 	}
 	require.True(t, newest >= ch.TS && newest <= end, "revocation ts %d", newest)
-	_, _, ok = r.Find(challengeID)
-	require.False(t, ok)
 }
 
 // DEPRECATE, TOGGLE and PRIORITY answer {"ID":n,"Result":1} for a known
 // module and change it (the module's own variables, the report), and
-// {"ID":n,"Result":0} for an unknown one. TOGGLE and PRIORITY also work on
-// a deprecated module (kernel/README.md).
+// {"ID":n,"Result":0} for an unknown one, or DEPRECATE for a module
+// already deprecated.
 func r16Commands(t *testing.T, p *suite.Pair) {
 	m := p.Client
 	p.Load(t, m, "tag", suite.Params{"dest_port": 9, "priority": 100})
@@ -101,23 +125,65 @@ func r16Commands(t *testing.T, p *suite.Pair) {
 	_, dep := suite.Entry(t, m, tagID)
 	require.True(t, dep)
 	require.Equal(t, 0, suite.Result(t, m, tagID, "DEPRECATE 101 END"), "already deprecated")
-	require.Equal(t, 1, suite.Result(t, m, tagID, "TOGGLE 101 0 END"), "TOGGLE works on a deprecated module")
-	require.Equal(t, 1, suite.Result(t, m, tagID, "PRIORITY 101 7 END"))
-	require.Equal(t, 7, suite.ModParamInt(t, m, "tag", "priority"))
-	e, dep = suite.Entry(t, m, tagID)
-	require.True(t, dep)
-	require.Equal(t, 0, e.Activated)
 
 	for _, req := range []string{"DEPRECATE 4242 END", "TOGGLE 4242 1 END", "PRIORITY 4242 3 END"} {
 		require.Equal(t, 0, suite.Result(t, m, 4242, req), "%s: unknown id", req)
 	}
 }
 
-// CHALLENGE calls the module's challenge_function: response =
-// hex(challenge[i] ^ iv[i % len(iv)] ^ key). An unknown id (contract
-// section 4: it dereferenced NULL) and a module without the function get
-// {"ID":n,"ERROR":...}.
+// I9: TOGGLE, PRIORITY and CHALLENGE still work on a deprecated module.
+func i9Deprecated(t *testing.T, p *suite.Pair) {
+	m := p.Client
+	p.Load(t, m, "challenge", nil)
+	require.Equal(t, 1, suite.Result(t, m, challengeID, "DEPRECATE 122 END"))
+	require.Equal(t, 1, suite.Result(t, m, challengeID, "TOGGLE 122 0 END"))
+	e, dep := suite.Entry(t, m, challengeID)
+	require.True(t, dep)
+	require.Equal(t, 0, e.Activated)
+	require.Equal(t, 1, suite.Result(t, m, challengeID, "PRIORITY 122 7 END"))
+	require.Equal(t, 7, suite.ModParamInt(t, m, "challenge", "priority"))
+	calls := suite.ModParamInt(t, m, "challenge", "calls")
+	r := suite.Reply(t, m, control.ChallengeRequest(challengeID, []byte{1}, []byte{2}))
+	require.Empty(t, r.Error, "%+v", r)
+	require.Equal(t, calls+1, suite.ModParamInt(t, m, "challenge", "calls"))
+}
+
+// CHALLENGE <id> <iv> <challenge> END calls the module's
+// challenge_function (its calls counter says so) and answers
+// {"ID":n,"IV":...,"Response":...}. What the function is given and how
+// its answer is carried is I24's.
 func r16Challenge(t *testing.T, p *suite.Pair) {
+	m := p.Client
+	p.Load(t, m, "challenge", nil)
+	calls := suite.ModParamInt(t, m, "challenge", "calls")
+	r := suite.Reply(t, m, control.ChallengeRequest(challengeID, []byte{0x01, 0x80, 0xfe}, []byte("layer 4.5 challenge")))
+	require.Empty(t, r.Error, "%+v", r)
+	require.NotNil(t, r.ID)
+	require.Equal(t, challengeID, *r.ID)
+	require.Nil(t, r.Result)
+	require.NotEmpty(t, r.IV)
+	require.Equal(t, calls+1, suite.ModParamInt(t, m, "challenge", "calls"), "the challenge function was called once")
+}
+
+// D7: CHALLENGE with an unknown id dereferenced NULL. It gets
+// {"ID":n,"ERROR":...}, and Layer 4.5 goes on answering.
+func r16ChallengeUnknown(t *testing.T, p *suite.Pair) {
+	m := p.Client
+	r := suite.Reply(t, m, control.ChallengeRequest(4242, []byte{1}, []byte{2}))
+	require.NotNil(t, r.ID, "%+v", r)
+	require.Equal(t, 4242, *r.ID)
+	require.NotEmpty(t, r.Error, "%+v", r)
+	require.Empty(t, r.Response)
+	suite.Report(t, m)
+}
+
+// I24: the challenge function gets the request's iv and challenge as the
+// hex strings they were sent as (the challenge module decodes them
+// itself) and writes a string that becomes Response: here
+// hex(challenge[i] ^ iv[i % len(iv)] ^ key); IV repeats the request's.
+// iv and challenge must be non-empty, even-length hex, and the errors
+// have these words.
+func i24Challenge(t *testing.T, p *suite.Pair) {
 	m := p.Client
 	const key = 0x3c
 	p.Load(t, m, "challenge", suite.Params{"key": key})
@@ -130,107 +196,136 @@ func r16Challenge(t *testing.T, p *suite.Pair) {
 	}
 	r := suite.Reply(t, m, control.ChallengeRequest(challengeID, iv, ch))
 	require.Empty(t, r.Error, "%+v", r)
-	require.NotNil(t, r.ID)
-	require.Equal(t, challengeID, *r.ID)
-	require.Nil(t, r.Result)
 	require.Equal(t, hex.EncodeToString(iv), strings.ToLower(r.IV))
 	require.Equal(t, hex.EncodeToString(want), strings.ToLower(r.Response))
 
 	for _, tc := range []struct {
-		id   int
-		what string
-	}{{4242, "unknown id"}, {tagID, "module without a challenge function"}} {
+		id  int
+		err string
+	}{{4242, "unknown id"}, {tagID, "module has no challenge function"}} {
 		r := suite.Reply(t, m, control.ChallengeRequest(tc.id, iv, ch))
-		require.NotNil(t, r.ID, "%s: %+v", tc.what, r)
-		require.Equal(t, tc.id, *r.ID, tc.what)
-		require.NotEmpty(t, r.Error, "%s: %+v", tc.what, r)
-		require.Empty(t, r.Response, tc.what)
+		require.Equal(t, control.Reply{ID: &tc.id, Error: tc.err}, *r)
 	}
-	// Not hex.
-	r = suite.Reply(t, m, fmt.Sprintf("CHALLENGE %d 0g %s END", challengeID, hex.EncodeToString(ch)))
-	require.NotEmpty(t, r.Error, "%+v", r)
-	require.Empty(t, r.Response)
+	for _, ivHex := range []string{"0g", "012"} {
+		r = suite.Reply(t, m, fmt.Sprintf("CHALLENGE %d %s %s END", challengeID, ivHex, hex.EncodeToString(ch)))
+		require.NotEmpty(t, r.Error, "iv %q: %+v", ivHex, r)
+		require.Empty(t, r.Response)
+	}
 }
 
-// Malformed, unknown, oversized and unterminated requests get
-// {"ERROR":"..."} and change nothing: the report and the module's
-// variables are the same afterwards. Unknown commands once replied with
-// uninitialised memory (contract section 4): the strict parse catches
-// anything but the one JSON object.
+// requireRefused sends req (with l45ctl's flags) and fails t unless the
+// reply is exactly {"ERROR":"..."}; CHALLENGE may name its id too.
+func requireRefused(t *testing.T, m *vm.Machine, req string, flags ...string) {
+	t.Helper()
+	text := suite.Raw(t, m, req, flags...)
+	r, err := control.ParseReply([]byte(text))
+	require.NoError(t, err, "request %q %v", req, flags)
+	require.NotEmpty(t, r.Error, "request %q %v: reply %s must be an error", req, flags, text)
+	if !strings.HasPrefix(req, "CHALLENGE") {
+		require.Equal(t, control.Reply{Error: r.Error}, *r, "request %q %v: only ERROR", req, flags)
+	}
+}
+
+// requireUnchanged fails t unless m's report and the tag module's
+// priority (100) and activation are what they were.
+func requireUnchanged(t *testing.T, m *vm.Machine, before *control.Report) {
+	t.Helper()
+	require.Equal(t, before, suite.Report(t, m), "Layer 4.5's state changed")
+	require.Equal(t, 100, suite.ModParamInt(t, m, "tag", "priority"))
+	require.Equal(t, 1, suite.ModParamInt(t, m, "tag", "activate"))
+}
+
+// Unknown, malformed (not the contract's grammar) and unterminated
+// requests get {"ERROR":"..."} and change nothing: the report and the
+// module's variables are the same afterwards. D9: unknown commands were
+// answered with uninitialised memory; the strict parse catches anything
+// but the one JSON object.
 func r16Malformed(t *testing.T, p *suite.Pair) {
 	m := p.Client
 	p.Load(t, m, "tag", suite.Params{"dest_port": 9, "priority": 100})
 	before := suite.Report(t, m)
-	// Oversized: a valid command padded past 256 bytes with leading zeros
-	// (the number is still 101); it must be refused, not carried out.
-	long := "DEPRECATE " + strings.Repeat("0", 300) + "101 END"
-	cases := []struct {
-		req   string
-		flags []string
-	}{
-		{"", nil},
-		{"HELLO", nil},
-		{"HELLO 101 END", nil},
-		{"cust_report", nil},
-		{"CUST_REPORT 101 END", nil},
-		{"DEPRECATE", nil},
-		{"DEPRECATE 101", nil},
-		{"DEPRECATE END", nil},
-		{"DEPRECATE abc END", nil},
-		{"DEPRECATE -1 END", nil},
-		{"DEPRECATE 70000 END", nil},
-		{"DEPRECATE 101 101 END", nil},
-		{"TOGGLE 101 2 END", nil},
-		{"TOGGLE 101 END", nil},
-		{"TOGGLE 101 0", nil},
-		{"PRIORITY 101 END", nil},
-		{"PRIORITY 101 x END", nil},
-		{"PRIORITY 101 65536 END", nil},
-		{"CHALLENGE 101 END", nil},
-		{long, nil},
-		{"DEPRECATE 101", []string{"-raw"}},  // unterminated: no END, no NUL
-		{"TOGGLE 101 0 E", []string{"-raw"}}, // cut short
-		{"TOGGLE\x01101 0 END", []string{"-raw"}},
-		{"PRIORITY 101 5 END\x7f", []string{"-raw"}},
+	for _, req := range []string{"", "HELLO", "HELLO 101 END", "CUST_REPORT 101 END",
+		"DEPRECATE", "DEPRECATE 101", "DEPRECATE END", "DEPRECATE abc END", "DEPRECATE 101 101 END",
+		"TOGGLE 101 2 END", "TOGGLE 101 END", "TOGGLE 101 0",
+		"PRIORITY 101 END", "PRIORITY 101 x END", "CHALLENGE 101 END"} {
+		requireRefused(t, m, req)
 	}
-	for _, tc := range cases {
-		text := suite.Raw(t, m, tc.req, tc.flags...)
-		r, err := control.ParseReply([]byte(text))
-		require.NoError(t, err, "request %q %v", tc.req, tc.flags)
-		require.NotEmpty(t, r.Error, "request %q %v: reply %s must be an error", tc.req, tc.flags, text)
-		if !strings.HasPrefix(tc.req, "CHALLENGE") {
-			require.Equal(t, control.Reply{Error: r.Error}, *r, "request %q %v: only ERROR", tc.req, tc.flags)
-		}
+	// Sent as they are: unterminated (no END, no NUL), cut short.
+	for _, req := range []string{"DEPRECATE 101", "TOGGLE 101 0 E"} {
+		requireRefused(t, m, req, "-raw")
 	}
-	require.Equal(t, before, suite.Report(t, m), "malformed requests changed Layer 4.5's state")
-	require.Equal(t, 100, suite.ModParamInt(t, m, "tag", "priority"))
-	require.Equal(t, 1, suite.ModParamInt(t, m, "tag", "activate"))
-	// A raw request without the trailing NUL is still a request.
-	_, err := control.ParseReport([]byte(suite.Raw(t, m, "CUST_REPORT", "-raw")))
-	require.NoError(t, err)
+	requireUnchanged(t, m, before)
 }
 
-// Without CAP_NET_ADMIN every request is refused with an error and
-// changes nothing.
-func r16Unprivileged(t *testing.T, p *suite.Pair) {
+// I21: the request syntax where the contract leaves it open. Refused:
+// lower case, numbers that are not decimal u16, more than 256 bytes (a
+// valid command padded with leading zeros: the number is still 101),
+// bytes that are not printable ASCII. Accepted: "CUST_REPORT END", a
+// request without a trailing NUL, trailing blanks.
+func i21Syntax(t *testing.T, p *suite.Pair) {
 	m := p.Client
 	p.Load(t, m, "tag", suite.Params{"dest_port": 9, "priority": 100})
 	before := suite.Report(t, m)
-	for _, req := range []string{"CUST_REPORT", "DEPRECATE 101 END", "TOGGLE 101 0 END", "PRIORITY 101 1 END",
-		control.ChallengeRequest(challengeID, []byte{1}, []byte{2})} {
-		r := suite.Reply(t, m, req, "-nobody")
-		require.Equal(t, control.Reply{Error: r.Error}, *r, "%q as nobody", req)
-		require.NotEmpty(t, r.Error, "%q as nobody", req)
+	for _, req := range []string{"cust_report", "DEPRECATE -1 END", "DEPRECATE 70000 END", "PRIORITY 101 65536 END",
+		"DEPRECATE " + strings.Repeat("0", 300) + "101 END"} {
+		requireRefused(t, m, req)
 	}
-	require.Equal(t, before, suite.Report(t, m))
-	require.Equal(t, 100, suite.ModParamInt(t, m, "tag", "priority"))
-	require.Equal(t, 1, suite.ModParamInt(t, m, "tag", "activate"))
+	for _, req := range []string{"TOGGLE\x01101 0 END", "PRIORITY 101 5 END\x7f"} {
+		requireRefused(t, m, req, "-raw")
+	}
+	requireUnchanged(t, m, before)
+
+	again, err := control.ParseReport([]byte(suite.Raw(t, m, "CUST_REPORT END")))
+	require.NoError(t, err)
+	require.Equal(t, before, again)
+	_, err = control.ParseReport([]byte(suite.Raw(t, m, "CUST_REPORT", "-raw")))
+	require.NoError(t, err)
+	require.Equal(t, 1, suite.Result(t, m, tagID, "PRIORITY 101 100 END \t"))
+}
+
+// unprivilegedRequests are one request of each kind.
+var unprivilegedRequests = []string{"CUST_REPORT", "DEPRECATE 101 END", "TOGGLE 101 0 END", "PRIORITY 101 1 END",
+	control.ChallengeRequest(challengeID, []byte{1}, []byte{2})}
+
+// D17: the control interface served processes without CAP_NET_ADMIN.
+// Sent as nobody, no request is carried out: no reply is a report, has a
+// Result or a Response, and the report, the tag module's variables and
+// the challenge module's calls are unchanged. How the refusal looks is
+// I20's.
+func r16Unprivileged(t *testing.T, p *suite.Pair) {
+	m := p.Client
+	p.Load(t, m, "tag", suite.Params{"dest_port": 9, "priority": 100})
+	p.Load(t, m, "challenge", nil)
+	before := suite.Report(t, m)
+	calls := suite.ModParamInt(t, m, "challenge", "calls")
+	for _, req := range unprivilegedRequests {
+		b, err := m.Control().Send(ctxBG(), req, "-nobody")
+		if err != nil {
+			t.Logf("%q as nobody: %v", req, err) // no reply is a refusal too
+			continue
+		}
+		_, err = control.ParseReport(b)
+		require.Error(t, err, "%q as nobody got a report", req)
+		if r, err := control.ParseReply(b); err == nil {
+			require.True(t, r.Result == nil && r.Response == "", "%q as nobody was carried out: %s", req, b)
+		}
+	}
+	requireUnchanged(t, m, before)
+	require.Equal(t, calls, suite.ModParamInt(t, m, "challenge", "calls"), "the challenge function ran for nobody")
+}
+
+// I20: an unprivileged request is answered {"ERROR":"CAP_NET_ADMIN required"}.
+func i20Unprivileged(t *testing.T, p *suite.Pair) {
+	for _, req := range unprivilegedRequests {
+		r := suite.Reply(t, p.Client, req, "-nobody")
+		require.Equal(t, control.Reply{Error: "CAP_NET_ADMIN required"}, *r, "%q as nobody", req)
+	}
 }
 
 // Sixteen installed modules, five of them deprecated, plus a revoked
 // history this test makes itself (each module loaded and unloaded twice
-// first): a report well beyond 1 KiB whatever ran before (contract
-// section 4: replies were cut at 1 KiB), parsed strictly and complete.
+// first): a report well beyond 1 KiB whatever ran before (D10: replies
+// were cut at 1 KiB), parsed strictly and complete.
 func r16LargeReply(t *testing.T, p *suite.Pair) {
 	m := p.Client
 	mods := []struct {

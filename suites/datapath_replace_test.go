@@ -2,6 +2,7 @@ package suites
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -23,15 +24,15 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 
 	// R5 replace: a tag appended on send is on the wire and stripped by
 	// the peer's module before its application reads; the same happens to
-	// the echo. R9 / regression (section 4): the client sends with sendto
-	// and receives into one buffer, the echo server reads with recvmsg
-	// (UDP) or read (TCP) into one buffer: single-buffer I/O, which newer
-	// kernels pass as ITER_UBUF, is customized like any other.
+	// the echo. R9 and D5: the client sends with sendto and receives into
+	// one buffer, the echo server reads with recvmsg (UDP) or read (TCP)
+	// into one buffer: single-buffer I/O, which newer kernels pass as
+	// ITER_UBUF, is customized like any other.
 	for _, tc := range []struct {
 		proto string
 		port  int
 	}{{"udp", 7201}, {"tcp", 7202}} {
-		p.Run(t, "R5/R9/replace-tag-single-buffer-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R5/R9/D5-replace-tag-single-buffer-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"tag": "CT"}))
 			p.Load(t, p.Server, "tag", dpSrv(tc.proto, tc.port, suite.Params{"tag": "CT"}))
@@ -90,8 +91,9 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 	})
 
 	// R5 recv, TCP: the module's output is larger than the application's
-	// buffer; the rest is delivered by the next receives, in order.
-	p.Run(t, "R5/big-reply-tcp-rest-on-next-recv", func(t *testing.T) {
+	// buffer; the rest is delivered by the next receives, in order. D13:
+	// the original message was delivered instead.
+	p.Run(t, "R5/D13-big-reply-tcp-rest-on-next-recv", func(t *testing.T) {
 		const port = 7203
 		echo := p.StartEcho(t, "tcp", port, "")
 		p.Load(t, p.Client, "big_reply", dpCli("tcp", port, suite.Params{"times": 3}))
@@ -110,7 +112,8 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 
 	// R5 recv, UDP: the module's output is larger than the application's
 	// buffer; the datagram is truncated with MSG_TRUNC, the rest is gone.
-	p.Run(t, "R5/big-reply-udp-truncated-MSG_TRUNC", func(t *testing.T) {
+	// D13 as on TCP.
+	p.Run(t, "R5/D13-big-reply-udp-truncated-MSG_TRUNC", func(t *testing.T) {
 		const port = 7204
 		echo := p.StartEcho(t, "udp", port, "")
 		p.Load(t, p.Client, "big_reply", dpCli("udp", port, suite.Params{"times": 3}))
@@ -128,15 +131,16 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 
 	// R5: copy_length > buf_size is a module bug: the call fails with
 	// EMSGSIZE, a kernel log line names the module, nothing is sent and
-	// nothing corrupted is delivered.
+	// nothing corrupted is delivered. D14: the original message was sent.
 	for _, tc := range []struct {
 		proto string
 		port  int
 	}{{"udp", 7205}, {"tcp", 7206}} {
-		p.Run(t, "R5/oversize-EMSGSIZE-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R5/D14-oversize-EMSGSIZE-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
-			cursor := suite.LogCursor(t, p.Client)
 			p.Load(t, p.Client, "oversize", dpCli(tc.proto, tc.port, suite.Params{"on_recv": 0}))
+			// After the load: its own log line names the module too.
+			cursor := suite.LogCursor(t, p.Client)
 			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{"too-big"}, Segments: 2})
 			s := dpSends(rep)
 			require.Len(t, s, 1, "ops: %+v", rep.Ops)
@@ -144,7 +148,7 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 			p.Barrier(t, marker)
 			wire := p.Payloads(t, tc.proto, tc.port, true)
 			require.Empty(t, strings.Join(wire, ""), "nothing of a failed send may cross the wire")
-			dpRequireLogNames(t, p, cursor, "send")
+			dpRequireLog(t, p, cursor, namesOversize, "names the oversize module")
 
 			cursor = suite.LogCursor(t, p.Client)
 			suite.SetModParam(t, p.Client, "oversize", "on_send", "0")
@@ -159,7 +163,68 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 			require.Contains(t, []string{"EAGAIN", "EWOULDBLOCK"}, r[1].Errno, "nothing of the failed message is delivered later: %+v", r[1])
 			require.Equal(t, []string{"reply-too-big"}, echo.Data(t))
 			require.Equal(t, dpPrefixed("reply-too-big"), dpJoinTCP(tc.proto, p.Payloads(t, tc.proto, tc.port, false)))
-			dpRequireLogNames(t, p, cursor, "recv")
+			dpRequireLog(t, p, cursor, namesOversize, "names the oversize module")
+		})
+	}
+
+	// I18, the EMSGSIZE log line in this implementation's words, on send
+	// and on receive.
+	p.Run(t, "I18/oversize-log-line-text", func(t *testing.T) {
+		const port = 7216
+		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
+		p.Load(t, p.Client, "oversize", dpCli("udp", port, suite.Params{"on_recv": 0}))
+		for _, dir := range []string{"send", "recv"} {
+			if dir == "recv" {
+				suite.SetModParam(t, p.Client, "oversize", "on_send", "0")
+				suite.SetModParam(t, p.Client, "oversize", "on_recv", "1")
+			}
+			cursor := suite.LogCursor(t, p.Client)
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"too-big-" + dir},
+				Recv: dir == "recv", Timeout: time.Second})
+			ops := dpSends(rep)
+			if dir == "recv" {
+				ops = dpRecvs(rep)
+			}
+			require.Len(t, ops, 1, "ops: %+v", rep.Ops)
+			require.Equal(t, "EMSGSIZE", ops[0].Errno, "%+v", ops[0])
+			dpRequireLog(t, p, cursor, regexp.MustCompile(`customization 132: copy_length \d+ exceeds buf_size \d+, failing the `+dir+` with EMSGSIZE`),
+				"in I18's words")
+		}
+	})
+
+	// R5 recv: the modules are offered the whole message as the
+	// transport has it, whatever the application's buffer; what the
+	// deciding one outputs is then delivered in pieces (TCP) or cut with
+	// MSG_TRUNC (UDP). The echo "P:abcdeTG" meets an application reading
+	// 4 bytes at a time: peek counts the bytes it is offered and declines,
+	// tag strips TG from a message ending with it. D15: the transport was
+	// read with the application's size, so the modules saw "P:ab" and the
+	// tag came through.
+	for _, tc := range []struct {
+		proto string
+		port  int
+	}{{"udp", 7208}, {"tcp", 7209}} {
+		p.Run(t, "R5/D15-recv-modules-offered-whole-message-not-app-size-"+tc.proto, func(t *testing.T) {
+			const msg = "abcdeTG"
+			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
+			p.Load(t, p.Client, "peek", dpCli(tc.proto, tc.port, suite.Params{"priority": 10}))
+			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"priority": 20, "tag": "TG", "on_send": 0}))
+			rep := p.Client.MustTraffic(t, traffic.Client{Proto: tc.proto, To: echo.Addr(), Messages: []string{msg},
+				Recv: true, RecvBuf: 4, ExtraRecv: 1, Timeout: time.Second})
+			dpRequireSentWhole(t, rep, []string{msg})
+			require.Equal(t, len(msg)+len(dpEchoPrefix+msg), suite.ModParamInt(t, p.Client, "peek", "bytes"),
+				"peek was offered the whole message sent and the whole echo")
+			r := dpRecvs(rep)
+			require.Len(t, r, 2, "ops: %+v", rep.Ops)
+			if tc.proto == "udp" {
+				require.Empty(t, r[0].Errno, "%+v", r[0])
+				require.Equal(t, "P:ab", r[0].Data)
+				require.True(t, r[0].Trunc, "the stripped echo (7 bytes) exceeds the 4-byte buffer: MSG_TRUNC: %+v", r[0])
+				require.Contains(t, []string{"EAGAIN", "EWOULDBLOCK"}, r[1].Errno, "%+v", r[1])
+			} else {
+				require.Equal(t, []string{"P:ab", "cde"}, rep.Received(), "the stripped echo, 4 bytes at a time: ops %+v", rep.Ops)
+			}
+			require.Equal(t, dpPrefixed(msg), dpJoinTCP(tc.proto, p.Payloads(t, tc.proto, tc.port, false)), "the echo on the wire")
 		})
 	}
 
@@ -255,16 +320,19 @@ func TestR5_R9_ReplaceAndSegments(t *testing.T) {
 	})
 }
 
-// dpRequireLogNames fails unless the client's kernel log, since cursor,
-// has the rate-limited line naming the oversize module (id 132) and the
-// direction that failed.
-func dpRequireLogNames(t *testing.T, p *suite.Pair, cursor uint64, dir string) {
+// namesOversize matches a log line naming the oversize module, by its id
+// or its name.
+var namesOversize = regexp.MustCompile(`\b(132|oversize)\b`)
+
+// dpRequireLog fails unless a line of the client's kernel log since cursor
+// matches re (what says how, for the failure).
+func dpRequireLog(t *testing.T, p *suite.Pair, cursor uint64, re *regexp.Regexp, what string) {
 	t.Helper()
 	lines := suite.LogSince(t, p.Client, cursor)
 	for _, l := range lines {
-		if strings.Contains(l, "132") && strings.Contains(l, "EMSGSIZE") && strings.Contains(l, dir) {
+		if re.MatchString(l) {
 			return
 		}
 	}
-	t.Fatalf("no kernel log line names customization 132 and EMSGSIZE on %s; log since the call:\n%s", dir, strings.Join(lines, "\n"))
+	t.Fatalf("no kernel log line %s (%s); log since the call:\n%s", what, re, strings.Join(lines, "\n"))
 }

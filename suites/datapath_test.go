@@ -1,12 +1,13 @@
 package suites
 
-// The data-path rules, R3-R9, and their regressions from contract section
-// 4. Every test drives l45net (harness/traffic), which makes exactly the
-// socket calls asked for and reports what the application saw, against an
-// l45net echo server in the other guest, and asserts the three views:
-// what the application saw (bytes, errno names, MSG_TRUNC), what crossed
-// the wire (the link's capture), and what Layer 4.5 and the modules report
-// (CUST_REPORT, module counters in sysfs, the kernel log).
+// The data-path rules, R3-R9, and the regression tests of their known
+// deviations (CONTRACT.md §4). Every test drives l45net (harness/traffic),
+// which makes exactly the socket calls asked for and reports what the
+// application saw, against an l45net echo server in the other guest, and
+// asserts the three views: what the application saw (bytes, errno names,
+// MSG_TRUNC), what crossed the wire (the link's capture), and what Layer
+// 4.5 and the modules report (CUST_REPORT, module counters in sysfs, the
+// kernel log).
 //
 // Modules in the client guest match l45net by process name, the protocol
 // and the destination port; modules in the server guest match the echo
@@ -140,12 +141,13 @@ func TestR3_R4_DropAndError(t *testing.T) {
 	}
 
 	// R3 recv, blocking: the message is consumed, never delivered, and the
-	// receive keeps waiting until SO_RCVTIMEO, then EAGAIN.
+	// receive keeps waiting until SO_RCVTIMEO, then EAGAIN. D12: it
+	// returned EAGAIN at once.
 	for _, tc := range []struct {
 		proto string
 		port  int
 	}{{"udp", 7103}, {"tcp", 7104}} {
-		p.Run(t, "R3/drop-recv-blocking-timeout-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R3/D12-drop-recv-blocking-timeout-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "drop", dpCli(tc.proto, tc.port, suite.Params{"on_send": 0}))
 			const timeout = time.Second
@@ -169,7 +171,7 @@ func TestR3_R4_DropAndError(t *testing.T) {
 	// module's recv verdict is switched off (its on_recv parameter) once a
 	// try_next module placed before it has counted the dropped message's
 	// offer; then another datagram is sent to the client's socket.
-	p.Run(t, "R3/drop-recv-blocking-waits-for-next", func(t *testing.T) {
+	p.Run(t, "R3/D12-drop-recv-blocking-waits-for-next", func(t *testing.T) {
 		const port, clientPort = 7105, 7905
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))
@@ -216,15 +218,15 @@ func TestR3_R4_DropAndError(t *testing.T) {
 	})
 
 	// R4 send: the call fails with exactly the module's errno and nothing
-	// reaches the transport. Regression (section 4): copy_length was
-	// unsigned, so the error verdict could never fire.
+	// reaches the transport. D1: copy_length was unsigned, so the error
+	// verdict could never fire.
 	for _, tc := range []struct {
 		name, proto string
 		port        int
 		errno       string // module parameter
 		want        string
 	}{
-		{"R4/send-ECONNREFUSED-udp-regression-unsigned-copy_length", "udp", 7111, "111", "ECONNREFUSED"},
+		{"R4/D1-send-ECONNREFUSED-udp", "udp", 7111, "111", "ECONNREFUSED"},
 		{"R4/send-EPERM-tcp", "tcp", 7112, "-1", "EPERM"},
 	} {
 		p.Run(t, tc.name, func(t *testing.T) {
@@ -249,14 +251,15 @@ func TestR3_R4_DropAndError(t *testing.T) {
 	}
 
 	// R4 recv: the receive fails with exactly the errno; the message is
-	// consumed (the next receive times out instead of failing again).
+	// consumed (the next receive times out instead of failing again). D1
+	// as on send.
 	for _, tc := range []struct {
 		name, proto string
 		port        int
 		errno       string
 		want        string
 	}{
-		{"R4/recv-EPERM-udp", "udp", 7113, "-1", "EPERM"},
+		{"R4/D1-recv-EPERM-udp", "udp", 7113, "-1", "EPERM"},
 		{"R4/recv-ECONNREFUSED-tcp", "tcp", 7114, "111", "ECONNREFUSED"},
 	} {
 		p.Run(t, tc.name, func(t *testing.T) {

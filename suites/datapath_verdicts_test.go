@@ -15,8 +15,8 @@ import (
 // try_next hands the message to the next module by priority, and the first
 // module that does not decline decides the message alone (modules are
 // alternatives, not a pipeline); and the verdicts are fresh before each
-// callback (contract section 4: stale no_cust/try_next flags disabled
-// later customization).
+// callback (D2: stale no_cust/try_next flags disabled later
+// customization).
 func TestR6_R7_R8_Verdicts(t *testing.T) {
 	p := suite.NewPair(t)
 
@@ -126,8 +126,9 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 	})
 
 	// R8: when every module declines (try_next, and an inactive module
-	// which counts as declining), the message passes unmodified.
-	p.Run(t, "R8/all-decline-unmodified", func(t *testing.T) {
+	// which counts as declining), the message passes unmodified. D3:
+	// inactive modules were called anyway.
+	p.Run(t, "R8/D3-all-decline-inactive-too-unmodified", func(t *testing.T) {
 		const port = 7312
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))
@@ -141,15 +142,15 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 		require.Equal(t, 4, suite.ModParamInt(t, p.Client, "try_next", "calls"))
 	})
 
-	// Regression (section 4): a stale try_next. try_next runs before a
-	// tag module on every message; if its flag leaked into the tag
-	// module's verdict, the tag's replace would be taken as a decline.
-	// Every message must be tagged, every echo stripped.
+	// D2, a stale try_next: try_next runs before a tag module on every
+	// message; if its flag leaked into the tag module's verdict, the
+	// tag's replace would be taken as a decline. Every message must be
+	// tagged, every echo stripped.
 	for _, tc := range []struct {
 		proto string
 		port  int
 	}{{"udp", 7313}, {"tcp", 7314}} {
-		p.Run(t, "R8/regression-stale-try_next-"+tc.proto, func(t *testing.T) {
+		p.Run(t, "R8/D2-stale-try_next-"+tc.proto, func(t *testing.T) {
 			echo := p.StartEcho(t, tc.proto, tc.port, dpEchoPrefix)
 			p.Load(t, p.Client, "try_next", dpCli(tc.proto, tc.port, suite.Params{"priority": 10}))
 			p.Load(t, p.Client, "tag", dpCli(tc.proto, tc.port, suite.Params{"tag": "TG", "priority": 20}))
@@ -172,12 +173,12 @@ func TestR6_R7_R8_Verdicts(t *testing.T) {
 		})
 	}
 
-	// Regression (section 4): a stale no_cust. The tag module (strip only,
-	// after try_next) sets no_cust on every echo without the tag and
-	// strips the ones that end with it; they alternate. If a no_cust (or
-	// try_next) flag survived from one message to the next, the tagged
-	// echoes would come through unstripped.
-	p.Run(t, "R6/R8/regression-stale-no_cust", func(t *testing.T) {
+	// D2, a stale no_cust: the tag module (strip only, after try_next)
+	// sets no_cust on every echo without the tag and strips the ones that
+	// end with it; they alternate. If a no_cust (or try_next) flag
+	// survived from one message to the next, the tagged echoes would come
+	// through unstripped.
+	p.Run(t, "R6/R8/D2-stale-no_cust", func(t *testing.T) {
 		const port = 7315
 		echo := p.StartEcho(t, "udp", port, dpEchoPrefix)
 		p.Load(t, p.Client, "try_next", dpCli("udp", port, suite.Params{"priority": 10}))

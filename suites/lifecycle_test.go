@@ -2,17 +2,19 @@ package suites
 
 // R15: lifecycle safety. Modules come and go under sustained TCP traffic,
 // callbacks sleep while their module is unloaded or their process is
-// killed, Layer 4.5 refuses to unload while sockets live, and a failed
-// non-blocking accept on a Layer 4.5 listener is an ordinary EAGAIN. The
-// harness fails a test on any kernel report on the guests' consoles
-// (oops, BUG, WARNING, lockdep, hung task), which is the "no crash" half
-// of every subtest; a guest that stops answering fails it too ("no hang").
+// killed, Layer 4.5 refuses to unload while sockets live (with I25's
+// errno), and a failed non-blocking accept on a Layer 4.5 listener is an
+// ordinary EAGAIN. The harness fails a test on any kernel report on the
+// guests' consoles (oops, BUG, WARNING, lockdep, hung task), which is the
+// "no crash" half of every subtest; a guest that stops answering fails it
+// too ("no hang").
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,10 +32,11 @@ func TestLifecycle(t *testing.T) {
 	p := suite.NewPair(t, vm.WithCPUs(2))
 	suite.RequireCPUs(t, p, 2)
 	p.Run(t, "R15/unload-and-load-during-sustained-tcp", func(t *testing.T) { r15UnloadUnderTCP(t, p) })
-	p.Run(t, "R15/unload-while-a-callback-sleeps", func(t *testing.T) { r15UnloadWhileSleeping(t, p) })
-	p.Run(t, "R15/kill-client-inside-a-callback", func(t *testing.T) { r15KillInsideCallback(t, p) })
-	p.Run(t, "R15/nonblocking-accept-nothing-pending-EAGAIN", func(t *testing.T) { r15NonBlockingAccept(t, p) })
-	p.Run(t, "R15/core-unload-busy-with-live-sockets-then-succeeds", func(t *testing.T) { r15CoreUnloadBusy(t, p) })
+	p.Run(t, "R15/D19-unload-while-a-callback-sleeps", func(t *testing.T) { r15UnloadWhileSleeping(t, p) })
+	p.Run(t, "R15/D4-kill-client-inside-a-sleeping-callback", func(t *testing.T) { r15KillInsideCallback(t, p) })
+	p.Run(t, "R15/D6-nonblocking-accept-nothing-pending-EAGAIN", func(t *testing.T) { r15NonBlockingAccept(t, p) })
+	p.Run(t, "R15/D18-core-unload-refused-with-live-sockets-then-succeeds", func(t *testing.T) { r15CoreUnloadBusy(t, p) })
+	p.Run(t, "I25/core-unload-refused-with-EAGAIN", func(t *testing.T) { i25UnloadRefusedEAGAIN(t, p) })
 }
 
 // One TCP connection exchanges 150 messages with an echo server while a
@@ -91,7 +94,9 @@ func r15UnloadUnderTCP(t *testing.T, p *suite.Pair) {
 }
 
 // rmmod of a module whose callback is sleeping (delay_ms) waits for the
-// callback and returns; the send it was working on completes.
+// callback and returns; the send it was working on completes. D19:
+// callbacks ran into modules already unloaded (here: the sleeping one
+// would wake up in freed module text).
 func r15UnloadWhileSleeping(t *testing.T, p *suite.Pair) {
 	const port = 7302
 	echo := p.StartEcho(t, "udp", port, echoPrefix)
@@ -140,7 +145,9 @@ func p2s(r *agent.Result, err error) string {
 }
 
 // A client killed while its send sleeps in a callback: the socket closes
-// under the module; the module's count drops to 0 and it unloads.
+// under the module; the module's count drops to 0 and it unloads. D4: a
+// spinlock was held across callbacks, so a sleeping one scheduled while
+// atomic.
 func r15KillInsideCallback(t *testing.T, p *suite.Pair) {
 	const port = 7303
 	echo := p.StartEcho(t, "tcp", port, echoPrefix)
@@ -164,10 +171,10 @@ func r15KillInsideCallback(t *testing.T, p *suite.Pair) {
 	require.Equal(t, []string{"P:ok"}, r.Received(), "tag appends K on send and strips it from the echo")
 }
 
-// Contract section 4: "a failed non-blocking accept dereferenced NULL".
-// The listener is a Layer 4.5 socket (all user IPv4 TCP sockets are) and a
-// module matches its port; accept with nothing pending fails with EAGAIN,
-// and the next connection is accepted and customized.
+// D6: a failed non-blocking accept dereferenced NULL. The listener is a
+// Layer 4.5 socket (all user IPv4 TCP sockets are) and a module matches
+// its port; accept with nothing pending fails with EAGAIN, and the next
+// connection is accepted and customized.
 func r15NonBlockingAccept(t *testing.T, p *suite.Pair) {
 	const port = 7304
 	p.Load(t, p.Server, "tag", suite.ServerTarget("tcp", port, suite.Params{"tag": "A"}))
@@ -191,10 +198,11 @@ func r15NonBlockingAccept(t *testing.T, p *suite.Pair) {
 	require.Equal(t, []string{"helloA"}, p.WaitPayloads(t, "tcp", port, true, 1))
 }
 
-// Layer 4.5 cannot be unloaded while a socket it tracks is open: rmmod
-// fails (EWOULDBLOCK/EAGAIN on current kernels, EBUSY accepted), the
-// guest and the live socket go on working, and once the socket is closed
-// rmmod succeeds. Layer 4.5 is loaded again at the end.
+// D18: Layer 4.5 could be unloaded while customized sockets lived. It
+// cannot be unloaded while a socket it tracks is open: rmmod is refused
+// (with which errno is I25's), the guest and the live socket go on
+// working, and once the socket is closed rmmod succeeds. Layer 4.5 is
+// loaded again at the end.
 func r15CoreUnloadBusy(t *testing.T, p *suite.Pair) {
 	m := p.Client
 	if m.Kernel().Layer45Builtin {
@@ -211,7 +219,6 @@ func r15CoreUnloadBusy(t *testing.T, p *suite.Pair) {
 		err := m.UnloadModule(context.Background(), "layer4_5")
 		var me *agent.ModuleError
 		require.True(t, errors.As(err, &me), "rmmod layer4_5 with a live socket must be refused, got %v", err)
-		require.True(t, busy(me.Errno), "rmmod layer4_5: %v", me)
 	}
 	rep := live.Finish(t)
 	require.Equal(t, []string{"P:l0", "P:l1"}, rep.Received(), "the live socket kept working")
@@ -224,4 +231,31 @@ func r15CoreUnloadBusy(t *testing.T, p *suite.Pair) {
 	require.Error(t, err, "no control interface without Layer 4.5")
 	suite.LoadCore(t, m, p.Mods)
 	suite.Report(t, m)
+}
+
+// I25: the refusal is EAGAIN (EWOULDBLOCK; rmmod says "in use"), while a
+// socket created since Layer 4.5 was loaded is open and while a
+// customization module is loaded.
+func i25UnloadRefusedEAGAIN(t *testing.T, p *suite.Pair) {
+	m := p.Client
+	if m.Kernel().Layer45Builtin {
+		t.Logf("Layer 4.5 is built into %s: there is no module to unload", m.Kernel().Release)
+		return
+	}
+	refused := func(why string) {
+		t.Helper()
+		err := m.UnloadModule(context.Background(), "layer4_5")
+		var me *agent.ModuleError
+		require.True(t, errors.As(err, &me), "rmmod layer4_5 %s must be refused, got %v", why, err)
+		require.Equal(t, syscall.EAGAIN, me.Errno, "rmmod layer4_5 %s: %v", why, me)
+	}
+	const port = 7306
+	echo := p.StartEcho(t, "udp", port, echoPrefix)
+	live := suite.StartLive(t, m, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
+		Messages: []string{"e0", "e1"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
+	live.Ready(t)
+	refused("with a live socket")
+	require.Equal(t, []string{"P:e0", "P:e1"}, live.Finish(t).Received())
+	p.Load(t, m, "tag", suite.Params{"dest_port": 9})
+	refused("with a customization module loaded")
 }

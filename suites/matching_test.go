@@ -97,8 +97,10 @@ func r13ThreadNames(t *testing.T, p *suite.Pair) {
 }
 
 // r14Filters: protocol, destination/source address and port, connected
-// and unconnected UDP. All priorities are equal, so modules are asked in
-// registration order.
+// and unconnected UDP (D16: a connected UDP socket never matched). All
+// priorities are equal, so modules are asked in registration order.
+// Sockets matched on their source address bind it: what an unbound
+// socket's source address is, is I5's.
 func r14Filters(t *testing.T, p *suite.Pair) {
 	const port, port2, srcPort = 7202, 7203, 40123
 	udp := p.StartEcho(t, "udp", port, echoPrefix)
@@ -127,7 +129,7 @@ func r14Filters(t *testing.T, p *suite.Pair) {
 		{"tcp to port: protocol 6 only", traffic.Client{Proto: "tcp", To: tcp.Addr(), Messages: []string{"t1"}}, []string{"chain_a"}},
 		{"connected udp to port: protocol 17 + dest_ip + dest_port", traffic.Client{Proto: "udp", To: udp.Addr(), Connect: true, Messages: []string{"u1"}}, []string{"chain_b"}},
 		{"unconnected udp: the message's address is the flow", traffic.Client{Proto: "udp", To: udp.Addr(), Messages: []string{"u2"}}, []string{"chain_b"}},
-		{"udp to port2: source_ip + dest_port", traffic.Client{Proto: "udp", To: udp2.Addr(), Messages: []string{"u3"}}, []string{"chain_d"}},
+		{"udp to port2 bound to the client's address: source_ip + dest_port", traffic.Client{Proto: "udp", To: udp2.Addr(), From: suite.ClientIP + ":0", Messages: []string{"u3"}}, []string{"chain_d"}},
 		{"udp to port2 from a bound source port", traffic.Client{Proto: "udp", To: udp2.Addr(), From: fmt.Sprintf("%s:%d", suite.ClientIP, srcPort), Messages: []string{"u4"}}, []string{"chain_d", "chain_e"}},
 	}
 	for _, tc := range cases {
@@ -141,19 +143,25 @@ func r14Filters(t *testing.T, p *suite.Pair) {
 	require.Equal(t, []string{"t1"}, p.WaitPayloads(t, "tcp", port, true, 1))
 }
 
-// r14FiveLowestAndReorder: six modules match one socket; exactly five
-// attach, the five lowest priority values, asked in priority order
-// (contract section 4: "a sixth module overran the 5-slot array"). A
-// PRIORITY change re-orders a live socket before its next message but
-// never changes which modules it has. With equal priorities, registration
-// order decides.
-func r14FiveLowestAndReorder(t *testing.T, p *suite.Pair) {
-	const port = 7204
-	echo := p.StartEcho(t, "udp", port, echoPrefix)
-	// Registration order a..f, priorities descending: f is lowest.
+// loadSixChains loads chain_a … chain_f in the client, declining every
+// message to the server's UDP port, registered in that order with
+// priorities descending (60 … 10): chain_f is lowest, chain_a left out.
+func loadSixChains(t *testing.T, p *suite.Pair, port int) {
+	t.Helper()
 	for i, c := range chains {
 		p.Load(t, p.Client, c.name, suite.ClientTarget("udp", port, suite.Params{"priority": 60 - 10*i, "on_recv": 0, "decline": 1}))
 	}
+}
+
+// r14FiveLowestAndReorder: six modules match one socket; exactly five
+// attach, the five lowest priority values, asked in priority order (D8:
+// a sixth module overran the 5-slot array). A PRIORITY change re-orders a
+// live socket before its next message. With equal priorities,
+// registration order decides.
+func r14FiveLowestAndReorder(t *testing.T, p *suite.Pair) {
+	const port = 7204
+	echo := p.StartEcho(t, "udp", port, echoPrefix)
+	loadSixChains(t, p, port)
 	names := chainNames(6)
 	before := suite.SendOffers(t, p.Client, names...)
 	live := suite.StartLive(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
@@ -170,9 +178,8 @@ func r14FiveLowestAndReorder(t *testing.T, p *suite.Pair) {
 		}
 		require.Equal(t, want, e.Count, "%s attached sockets", c.name)
 	}
-	// f (10) moves behind b (50); a (60 → 1) is not attached and stays out.
+	// f (10) moves behind b (50).
 	require.Equal(t, 1, suite.Result(t, p.Client, 116, "PRIORITY 116 55 END"))
-	require.Equal(t, 1, suite.Result(t, p.Client, 111, "PRIORITY 111 1 END"))
 	require.Equal(t, 55, suite.ModParamInt(t, p.Client, "chain_f", "priority"))
 	rep := live.Finish(t)
 	require.Equal(t, []string{"chain_e", "chain_d", "chain_c", "chain_b", "chain_f"},
@@ -190,6 +197,43 @@ func r14FiveLowestAndReorder(t *testing.T, p *suite.Pair) {
 		suite.SendOffers(t, p.Client, names...).AskedSince(t, before))
 	require.Equal(t, []string{"P:n"}, tie.Received())
 	require.Equal(t, []string{"m0", "m1", "n"}, p.WaitPayloads(t, "udp", port, true, 3))
+}
+
+// i5UnboundSource: I5, a socket bound to INADDR_ANY has as its source
+// address the one routing picks toward the peer, so an unbound UDP client
+// matches a module targeting the client guest's address.
+func i5UnboundSource(t *testing.T, p *suite.Pair) {
+	const port = 7209
+	echo := p.StartEcho(t, "udp", port, echoPrefix)
+	p.Load(t, p.Client, "chain_a", suite.ClientTarget("udp", port, suite.Params{"source_ip": suite.ClientIP, "on_recv": 0, "decline": 1}))
+	before := suite.SendOffers(t, p.Client, "chain_a")
+	r := udpOnce(t, p, traffic.Client{Proto: "udp", To: echo.Addr(), Messages: []string{"i5"}})
+	require.Equal(t, []string{"chain_a"}, suite.SendOffers(t, p.Client, "chain_a").AskedSince(t, before), "ops %+v", r.Ops)
+	require.Equal(t, []string{"P:i5"}, r.Received())
+}
+
+// i7ReorderNeverAttaches: I7, a socket's priorities are re-read before
+// each message, so a write to a module's own priority parameter re-orders
+// like PRIORITY; and re-ordering never changes which modules a socket
+// has: a module left out for its priority stays out once its priority is
+// the best.
+func i7ReorderNeverAttaches(t *testing.T, p *suite.Pair) {
+	const port = 7208
+	echo := p.StartEcho(t, "udp", port, echoPrefix)
+	loadSixChains(t, p, port)
+	names := chainNames(6)
+	live := suite.StartLive(t, p.Client, traffic.Client{Proto: "udp", To: echo.Addr(), Connect: true,
+		Messages: []string{"m0", "m1"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
+	live.Ready(t) // m0 went out: chain_b … chain_f attached, chain_a (60) left out
+	e, _ := suite.Entry(t, p.Client, chains[0].id)
+	require.Equal(t, 0, e.Count, "chain_a is left out")
+	before := suite.SendOffers(t, p.Client, names...)
+	suite.SetModParam(t, p.Client, "chain_f", "priority", "55")
+	require.Equal(t, 1, suite.Result(t, p.Client, chains[0].id, "PRIORITY 111 1 END"))
+	rep := live.Finish(t)
+	require.Equal(t, []string{"chain_e", "chain_d", "chain_c", "chain_b", "chain_f"},
+		suite.SendOffers(t, p.Client, names...).AskedSince(t, before), "m1: chain_f (sysfs: 10 → 55) last, chain_a (1) still out")
+	require.Equal(t, []string{"P:m0", "P:m1"}, rep.Received(), "ops: %+v", rep.Ops)
 }
 
 // r14ApplyNow: a socket tracked before two modules were registered gets,
@@ -224,8 +268,8 @@ func r14ApplyNow(t *testing.T, p *suite.Pair) {
 }
 
 // r14ApplyNowFreeSlots: apply_now offers a module to existing sockets only
-// while they have a free slot (contract section 4: a sixth module overran
-// the 5-slot array). A live socket with three modules takes two of three
+// while they have a free slot (D8: a sixth module overran the 5-slot
+// array). A live socket with three modules takes two of three
 // apply_now modules and no more; then it is full and a module with a
 // better priority than all of them is still not attached.
 func r14ApplyNowFreeSlots(t *testing.T, p *suite.Pair) {

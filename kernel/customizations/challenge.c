@@ -2,8 +2,9 @@
 /*
  * challenge: implements challenge_function for R16's CHALLENGE command.
  * iv and challenge arrive as hex strings; the response is the hex string
- * of challenge[i] ^ iv[i % len(iv)] ^ key, so a test can compute it.
- * Traffic is left alone.
+ * of challenge[i] ^ iv[i % len(iv)] ^ key, so a test can compute it;
+ * "calls" counts the calls, so a test sees the function ran whatever it
+ * was given.  Traffic is left alone.
  */
 #define L45C_ID 122
 #include "l45cust.h"
@@ -16,6 +17,8 @@ static int key = 0x5a;
 module_param(key, int, 0444);
 MODULE_PARM_DESC(key, "byte mixed into the response");
 
+L45C_COUNTER(calls);
+
 /* Responses fit Layer 4.5's 1024-byte buffer: requests are < 256 bytes. */
 #define CH_MAX 128
 
@@ -24,6 +27,7 @@ static void challenge_fn(char *response, char *iv, char *challenge)
 	u8 ivb[CH_MAX], chb[CH_MAX];
 	size_t ivn = strlen(iv) / 2, chn = strlen(challenge) / 2, i;
 
+	atomic_inc(&calls);
 	response[0] = '\0';
 	if (!ivn || ivn > CH_MAX || chn > CH_MAX ||
 	    hex2bin(ivb, iv, ivn) || hex2bin(chb, challenge, chn))
