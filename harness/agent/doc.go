@@ -31,6 +31,10 @@
 //	func (p *Process) Wait(ctx, timeout time.Duration) (*Result, error)
 //	func (p *Process) Signal(ctx, sig syscall.Signal) (*Result, error)
 //	func (p *Process) Stop(ctx) (*Result, error)
+//	func (c *Client) StartPty(ctx, PtyCmd) (*Pty, error)   // a program on a terminal; Pty embeds *Process
+//	func (p *Pty) Write(ctx, data []byte) (int, error)
+//	func (p *Pty) Read(ctx, wait time.Duration) ([]byte, *Result, error)
+//	func (p *Pty) Resize(ctx, rows, cols uint16) error
 //	func (c *Client) PutFile(ctx, path string, data []byte, mode os.FileMode) error
 //	func (c *Client) ReadFile(ctx, path string) ([]byte, error)
 //	func (c *Client) LoadModule(ctx, guestPath, params string) (*ModuleResult, error)

@@ -34,6 +34,9 @@ type proc struct {
 	done     chan struct{} // closed when result is final
 	result   proto.RunResult
 	timedOut atomic.Bool
+	// term is the master of the program's pseudo-terminal, nil for a
+	// program on pipes; it is closed when the handle is forgotten.
+	term *os.File
 }
 
 // capBuffer keeps the first max bytes written to it and counts the rest.
@@ -110,17 +113,9 @@ func lookPath(file string, env []string) (string, error) {
 // closed when the leader has exited and its output is collected (or the
 // output grace period has passed).
 func (s *Server) spawn(args proto.RunArgs) (*proc, error) {
-	if len(args.Argv) == 0 || args.Argv[0] == "" {
-		return nil, badArgs("empty argv")
-	}
-	env := mergeEnv(s.env, args.Env)
-	path, err := lookPath(args.Argv[0], env)
+	path, env, dir, err := s.resolve(args.Argv, args.Env, args.Dir)
 	if err != nil {
 		return nil, err
-	}
-	dir := args.Dir
-	if dir == "" {
-		dir = "/"
 	}
 
 	var files []*os.File // the parent's ends to close on failure
@@ -220,17 +215,8 @@ func (s *Server) spawn(args proto.RunArgs) (*proc, error) {
 		}
 		outR.Close()
 		errR.Close()
-		r := proto.RunResult{Pid: pid, Duration: ended.Sub(p.started), TimedOut: p.timedOut.Load()}
-		switch {
-		case ws.Signaled():
-			r.ExitCode = -1
-			r.Signal = unix.SignalName(ws.Signal())
-			if r.Signal == "" {
-				r.Signal = fmt.Sprintf("signal %d", int(ws.Signal()))
-			}
-		default:
-			r.ExitCode = ws.ExitStatus()
-		}
+		r := exitResult(pid, ws, ended.Sub(p.started))
+		r.TimedOut = p.timedOut.Load()
 		var t1, t2 bool
 		r.Stdout, t1 = stdout.bytes()
 		r.Stderr, t2 = stderr.bytes()
@@ -239,6 +225,38 @@ func (s *Server) spawn(args proto.RunArgs) (*proc, error) {
 		close(p.done)
 	})
 	return p, nil
+}
+
+// resolve finds the program of argv in the PATH of the environment it
+// will have (the default one with extra applied) and defaults its working
+// directory to /.
+func (s *Server) resolve(argv, extra []string, dir string) (path string, env []string, _ string, err error) {
+	if len(argv) == 0 || argv[0] == "" {
+		return "", nil, "", badArgs("empty argv")
+	}
+	env = mergeEnv(s.env, extra)
+	if path, err = lookPath(argv[0], env); err != nil {
+		return "", nil, "", err
+	}
+	if dir == "" {
+		dir = "/"
+	}
+	return path, env, dir, nil
+}
+
+// exitResult is how a program ended, from its wait status.
+func exitResult(pid int, ws unix.WaitStatus, ran time.Duration) proto.RunResult {
+	r := proto.RunResult{Pid: pid, Duration: ran}
+	if ws.Signaled() {
+		r.ExitCode = -1
+		r.Signal = unix.SignalName(ws.Signal())
+		if r.Signal == "" {
+			r.Signal = fmt.Sprintf("signal %d", int(ws.Signal()))
+		}
+		return r
+	}
+	r.ExitCode = ws.ExitStatus()
+	return r
 }
 
 // waitProc waits up to timeout (0: without limit) for p to finish.

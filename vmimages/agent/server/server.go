@@ -1,6 +1,7 @@
 // Package server is the request side of the Layer 4.5 guest agent: it reads
-// proto frames from a stream and answers them by running programs, moving
-// files, loading modules and reading the kernel log. The agent's main
+// proto frames from a stream and answers them by running programs (on
+// pipes, or on a terminal for an interactive shell), moving files, loading
+// modules and reading the kernel log. The agent's main
 // package runs it on the virtio-serial port; tests run it over net.Pipe.
 //
 // Nothing a request does may crash the process (it is PID 1 in a guest):
@@ -285,6 +286,14 @@ func (s *Server) dispatch(req proto.Request) (result any, after func(), err erro
 			req.Args = []byte("{}")
 		}
 		return handle(req, s.klog)
+	case proto.VerbPtyStart:
+		return handle(req, s.ptyStart)
+	case proto.VerbPtyWrite:
+		return handle(req, s.ptyWrite)
+	case proto.VerbPtyRead:
+		return handle(req, s.ptyRead)
+	case proto.VerbPtyResize:
+		return handle(req, func(a proto.PtyResizeArgs) (any, error) { return nil, s.ptyResize(a) })
 	case proto.VerbSync:
 		s.kernel.Sync()
 		return nil, nil, nil
@@ -345,12 +354,17 @@ func (s *Server) start(a proto.RunArgs) (proto.StartResult, error) {
 	if err != nil {
 		return proto.StartResult{}, execError(err)
 	}
+	return proto.StartResult{Handle: s.register(p), Pid: p.pid}, nil
+}
+
+// register puts a started program in the process table and returns its
+// handle.
+func (s *Server) register(p *proc) int {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.nextHandle++
-	h := s.nextHandle
-	s.procs[h] = p
-	s.mu.Unlock()
-	return proto.StartResult{Handle: h, Pid: p.pid}, nil
+	s.procs[s.nextHandle] = p
+	return s.nextHandle
 }
 
 // finish waits (bounded) for a started process and forgets it once it
@@ -428,8 +442,12 @@ func (s *Server) proc(handle int) (*proc, error) {
 
 func (s *Server) forget(handle int) {
 	s.mu.Lock()
+	p := s.procs[handle]
 	delete(s.procs, handle)
 	s.mu.Unlock()
+	if p != nil && p.term != nil {
+		p.term.Close()
+	}
 }
 
 func (s *Server) put(a proto.PutArgs) error {
