@@ -8,6 +8,7 @@
 //	             l45 matrix merge DIR joins the results of per-kernel CI jobs
 //	l45 repro    run a bug report (a repro file) and bundle the evidence; replay a bundle
 //	             (l45 repro -h; exit 1 reproduced, 0 not, 125 no verdict: git bisect run)
+//	l45 shell    the suites' pair of guests with Layer 4.5 loaded and a shell in one (l45 shell -h)
 //
 // Kernel and accelerator come from $L45_KERNEL and $L45_ACCEL as in tests.
 //
@@ -31,7 +32,7 @@ import (
 )
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: l45 setup | e2e [go test flags...] | faults [--only NAME,...] [--sample] | cache list|prune [--max SIZE]|clean | matrix [go test flags] | matrix merge DIR | repro [--repeat N] [-o BUNDLE] FILE | repro --replay BUNDLE | repro --example")
+	fmt.Fprintln(os.Stderr, "usage: l45 setup | e2e [go test flags...] | faults [--only NAME,...] [--sample] | cache list|prune [--max SIZE]|clean | matrix [go test flags] | matrix merge DIR | repro [--repeat N] [-o BUNDLE] FILE | repro --replay BUNDLE | repro --example | shell [--guest server] [-- PROGRAM...]")
 	os.Exit(2)
 }
 
@@ -56,6 +57,11 @@ func main() {
 	case "repro":
 		// Its own exit statuses, which git bisect run reads.
 		code := reproCmd(ctx, os.Args[2:])
+		stop()
+		os.Exit(code)
+	case "shell":
+		// The guest program's exit status, as ssh passes it on.
+		code := shellCmd(ctx, os.Args[2:])
 		stop()
 		os.Exit(code)
 	default:

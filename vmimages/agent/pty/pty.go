@@ -20,19 +20,19 @@ import (
 var ErrNotPollable = errors.New("pseudo-terminal master does not take deadlines")
 
 // Open opens a new pseudo-terminal as posix_openpt, unlockpt and ptsname
-// do: the master through /dev/ptmx, then TIOCSPTLCK and TIOCGPTN. It
-// returns the master, which takes read and write deadlines, and the path
-// of the slave.
-func Open() (master *os.File, slave string, err error) {
+// do (/dev/ptmx, TIOCSPTLCK, TIOCGPTN), and its slave, which does not
+// become the caller's controlling terminal. The master takes read and
+// write deadlines.
+func Open() (master, slave *os.File, err error) {
 	// os.OpenFile registers the descriptor with the runtime's poller,
 	// which is what makes deadlines work.
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		return nil, "", fmt.Errorf("open a pseudo-terminal: %w", err)
+		return nil, nil, fmt.Errorf("open a pseudo-terminal: %w", err)
 	}
 	if err := m.SetDeadline(time.Time{}); err != nil {
 		m.Close()
-		return nil, "", fmt.Errorf("%w: %w", ErrNotPollable, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrNotPollable, err)
 	}
 	var n uint32
 	err = control(m, func(fd int) error {
@@ -47,19 +47,15 @@ func Open() (master *os.File, slave string, err error) {
 	})
 	if err != nil {
 		m.Close()
-		return nil, "", err
+		return nil, nil, err
 	}
-	return m, "/dev/pts/" + strconv.FormatUint(uint64(n), 10), nil
-}
-
-// OpenSlave opens the slave at path without making it the caller's
-// controlling terminal.
-func OpenSlave(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NOCTTY, 0)
+	path := "/dev/pts/" + strconv.FormatUint(uint64(n), 10)
+	s, err := os.OpenFile(path, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open the pseudo-terminal's slave: %w", err)
+		m.Close()
+		return nil, nil, fmt.Errorf("open the pseudo-terminal's slave %s: %w", path, err)
 	}
-	return f, nil
+	return m, s, nil
 }
 
 // SetSize sets the terminal's window size (TIOCSWINSZ); the kernel sends
@@ -71,20 +67,6 @@ func SetSize(f *os.File, rows, cols uint16) error {
 		}
 		return nil
 	})
-}
-
-// Size is the terminal's window size (TIOCGWINSZ); it fails when f is not
-// a terminal.
-func Size(f *os.File) (rows, cols uint16, err error) {
-	err = control(f, func(fd int) error {
-		ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
-		if err != nil {
-			return fmt.Errorf("the terminal's size: %w", err)
-		}
-		rows, cols = ws.Row, ws.Col
-		return nil
-	})
-	return rows, cols, err
 }
 
 // control runs fn on f's descriptor. Unlike f.Fd, it leaves a pollable

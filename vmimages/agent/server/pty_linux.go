@@ -41,20 +41,16 @@ func (s *Server) spawnPty(a proto.PtyStartArgs) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	master, slavePath, err := pty.Open()
+	master, slave, err := pty.Open()
 	if err != nil {
 		return nil, err
 	}
 	if a.Rows > 0 && a.Cols > 0 {
 		if err := pty.SetSize(master, a.Rows, a.Cols); err != nil {
 			master.Close()
+			slave.Close()
 			return nil, err
 		}
-	}
-	slave, err := pty.OpenSlave(slavePath)
-	if err != nil {
-		master.Close()
-		return nil, err
 	}
 	attr := &os.ProcAttr{
 		Dir:   dir,
