@@ -41,8 +41,8 @@ func (c *Client) StartPty(ctx context.Context, cmd PtyCmd) (*Pty, error) {
 
 // Write types data on the terminal and returns how much of it the
 // terminal took: less than all when the program is not reading and the
-// terminal's input buffer is full. Once every program closed the terminal
-// the error matches syscall.EIO.
+// terminal's input buffer is full. Once the program has ended, input is
+// dropped.
 func (p *Pty) Write(ctx context.Context, data []byte) (int, error) {
 	var r proto.PtyWriteResult
 	if err := p.c.call(ctx, proto.VerbPtyWrite, proto.PtyWriteArgs{Handle: p.ID, Data: data}, &r); err != nil {

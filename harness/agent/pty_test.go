@@ -2,6 +2,8 @@ package agent
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"syscall"
@@ -160,5 +162,33 @@ func TestPtyOutputBeforeExit(t *testing.T) {
 	}
 	if !strings.HasSuffix(out.String(), "line1999\r\n") {
 		t.Errorf("output ends %q", out.String()[max(0, out.Len()-40):])
+	}
+}
+
+// Input typed after the program ended is dropped: the terminal would echo
+// it, and the exit would wait for the typing to stop.
+func TestPtyInputAfterExit(t *testing.T) {
+	e := start(t, server.Config{})
+	ctx := ctxT(t, 30*time.Second)
+	p, err := e.c.StartPty(ctx, PtyCmd{Argv: []string{"/bin/true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Reaped (no /proc entry), and a moment for the server to see it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.Pid)); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/bin/true still running after 10s")
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n, err := p.Write(ctx, []byte("typed late\n")); n != 11 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	data, res, err := p.Read(ctx, 50*time.Millisecond)
+	if err != nil || res == nil || res.ExitCode != 0 || len(data) > 0 {
+		t.Errorf("Read = %q, %+v, %v; want the exit alone", data, res, err)
 	}
 }

@@ -6,11 +6,9 @@ package shell
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"syscall"
 	"time"
 
 	"layer45/harness/agent"
@@ -80,16 +78,10 @@ func Bridge(ctx context.Context, r Remote, in io.Reader, out io.Writer, resized 
 		}
 		if len(pending) > 0 {
 			var n int
-			err := call(ctx, func(ctx context.Context) (err error) {
+			if err := call(ctx, func(ctx context.Context) (err error) {
 				n, err = r.Write(ctx, pending)
 				return err
-			})
-			switch {
-			case errors.Is(err, syscall.EIO):
-				// Nobody has the terminal open any more: the
-				// program is ending and its exit will be read.
-				n = len(pending)
-			case err != nil:
+			}); err != nil {
 				return nil, err
 			}
 			pending = pending[n:]

@@ -44,8 +44,8 @@ type PtyWriteArgs struct {
 
 // PtyWriteResult says how many bytes the terminal took. A program that
 // does not read fills the terminal's input buffer; the agent then waits
-// only briefly and the host sends the rest later. A terminal that every
-// program closed is an error with errno EIO.
+// only briefly and the host sends the rest later. Once the program has
+// ended, input is dropped (taken whole).
 type PtyWriteResult struct {
 	N int `json:"n"`
 }

@@ -96,6 +96,11 @@ func (s *Server) ptyWrite(a proto.PtyWriteArgs) (*proto.PtyWriteResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if isDone(p) {
+		// Nobody will read it, and the terminal's echo of it would
+		// hold back the exit until the typing stops.
+		return &proto.PtyWriteResult{N: len(a.Data)}, nil
+	}
 	p.term.SetWriteDeadline(time.Now().Add(ptyWriteWait))
 	n, err := p.term.Write(a.Data)
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
