@@ -103,12 +103,14 @@ func shellCmd(ctx context.Context, args []string) int {
 
 	s := &shellSession{host: &shell.Host{In: os.Stdin, Out: os.Stdout}, console: *console}
 	res, err := s.run(ctx, *in, argv, *cpus, mods)
+	if err == nil {
+		s.sayf("the %s's %s %s", *in, argv[0], exitText(res))
+	}
 	s.finish(context.WithoutCancel(ctx))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "l45 shell: %v\n", err)
 		return exitShellFailed
 	}
-	s.sayf("%s's %s %s", *in, argv[0], exitText(res))
 	return exitStatus(res)
 }
 
@@ -173,13 +175,17 @@ func (s *shellSession) run(ctx context.Context, in string, argv []string, cpus i
 	}
 	s.greet(set)
 
-	rows, cols, _ := s.host.Size()
-	cmd := agent.PtyCmd{Argv: argv, Term: s.host.Term(), Rows: rows, Cols: cols, Env: []string{`PS1=\h:\w\$ `}}
+	cmd := agent.PtyCmd{Argv: argv, Term: s.host.Term(), Env: []string{`PS1=\h:\w\$ `}}
+	size := "no size"
+	if rows, cols, ok := s.host.Size(); ok {
+		cmd.Rows, cmd.Cols = rows, cols
+		size = fmt.Sprintf("%dx%d", rows, cols)
+	}
 	p, err := byName[in].StartPty(ctx, cmd)
 	if err != nil {
 		return nil, err
 	}
-	s.sayf("%s: %s on a %dx%d terminal (TERM=%s); exit or Ctrl-D ends it and powers both guests off", in, strings.Join(argv, " "), rows, cols, cmd.Term)
+	s.sayf("%s: %s on a terminal (%s, TERM=%s); exit or Ctrl-D ends it and powers both guests off", in, strings.Join(argv, " "), size, cmd.Term)
 	return s.host.Attach(ctx, p)
 }
 
@@ -224,6 +230,9 @@ func (s *shellSession) greet(set *modules.Set) {
 // finish saves what each guest can still tell, powers it off and says
 // where the evidence is.
 func (s *shellSession) finish(ctx context.Context) {
+	if len(s.guests) > 0 {
+		s.sayf("saving the kernel logs, powering the guests off")
+	}
 	for _, m := range s.guests {
 		cctx, cancel := context.WithTimeout(ctx, vm.Scale(30*time.Second))
 		m.SaveEvidence(cctx)

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"layer45/harness/agent"
 	"layer45/harness/vm"
 	"layer45/vmimages/agent/pty"
 )
@@ -28,6 +30,28 @@ func TestShellMisuse(t *testing.T) {
 	for _, args := range [][]string{{"shell", "--guest", "router"}, {"shell", "--cpus", "0"}, {"shell", "--client-mod", " "}, {"shell", "--bogus"}} {
 		if code, out := runL45(t, nil, args...); code != 2 || !strings.Contains(out, "usage: l45 shell") {
 			t.Errorf("l45 %v: exit %d, want 2 and the usage\n%s", args, code, out)
+		}
+	}
+}
+
+// Module flags split the name from insmod's parameters; a program's end
+// becomes a status as a shell gives it.
+func TestShellModulesAndStatus(t *testing.T) {
+	var m moduleFlag
+	for _, v := range []string{"tag", "  error errno=-1 task_tgid=l45net "} {
+		if err := m.Set(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := (moduleFlag{{"tag", ""}, {"error", "errno=-1 task_tgid=l45net"}}); !slices.Equal(m, want) {
+		t.Errorf("modules %q, want %q", m, want)
+	}
+	for _, c := range []struct {
+		r    agent.Result
+		want int
+	}{{agent.Result{ExitCode: 3}, 3}, {agent.Result{ExitCode: -1, Signal: "SIGKILL"}, 137}} {
+		if got := exitStatus(&c.r); got != c.want {
+			t.Errorf("exitStatus(%+v) = %d, want %d", c.r, got, c.want)
 		}
 	}
 }
