@@ -137,9 +137,14 @@ func readManifest(dir string) (*Kernel, error) {
 //	source:SERIES[:debug]     linux-source-SERIES with Layer 4.5 built in
 //	dir:PATH                  a kernel unpacked in PATH with its kernel.json
 //	                          (a repro bundle's; see Pack)
+//	path:IMAGE?modules=DIR[&build=DIR]
+//	                          a kernel the user built (see Path)
 func Parse(spec string, c *cache.Cache, layer45 string) (Provider, error) {
 	if p, ok := strings.CutPrefix(spec, "dir:"); ok && p != "" {
 		return &Dir{Path: p}, nil
+	}
+	if strings.HasPrefix(spec, "path:") {
+		return parsePath(spec, c)
 	}
 	parts := strings.Split(spec, ":")
 	switch {

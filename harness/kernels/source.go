@@ -70,6 +70,9 @@ func (s *Source) Kernel(ctx context.Context, progress io.Writer) (*Kernel, error
 	if version == "" {
 		return nil, fmt.Errorf("kernel %s: no version of %s in apt's lists", s.Name(), pkg)
 	}
+	if !exists(filepath.Join(s.Layer45, "builtin", "apply.sh")) {
+		return nil, fmt.Errorf("kernel %s builds Layer 4.5 in with the tree's builtin/apply.sh, which %s lacks: test a tree of another layout as a module (debian:..., path:...)", s.Name(), s.Layer45)
+	}
 	srcHash, err := cache.HashFiles(append([]string{filepath.Join(s.Layer45, "layer4_5"), filepath.Join(s.Layer45, "include"), filepath.Join(s.Layer45, "builtin")}, s.fragments()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kernel %s: %w", s.Name(), err)

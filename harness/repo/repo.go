@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 )
 
 // Root finds the repository's top directory (where go.mod is) from the
@@ -45,10 +44,11 @@ func moduleAbove(dir string) (string, bool) {
 }
 
 // KernelTree is the Layer 4.5 tree under test: $L45_TREE when set (a
-// developer's working copy, or a copy of kernel/ with a deliberate fault),
-// else the project's own kernel/. A tree must have the project's layout:
-// the core in layer4_5/, the module header in include/layer4_5/, the test
-// modules in customizations/.
+// developer's working copy, a copy of kernel/ with a deliberate fault, or
+// another implementation of the interface whose layout its settings
+// describe: see SettingsFile), else the project's own kernel/. The tree
+// is checked (LoadTree), so that settings it cannot be built with are
+// told before anything boots.
 func KernelTree() (string, error) {
 	dir := os.Getenv("L45_TREE")
 	if dir == "" {
@@ -56,7 +56,8 @@ func KernelTree() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return filepath.Join(root, "kernel"), nil
+		own := filepath.Join(root, "kernel")
+		return own, CheckTree(own)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -65,19 +66,27 @@ func KernelTree() (string, error) {
 	return abs, CheckTree(abs)
 }
 
-// treeFiles are what a Layer 4.5 tree must hold to be built for a guest.
-var treeFiles = []string{"Makefile", "layer4_5/Kbuild", "include/layer4_5/customization.h", "customizations/Kbuild"}
-
-// CheckTree says what a Layer 4.5 tree lacks, if anything.
+// CheckTree says what a Layer 4.5 tree lacks, or which of its settings
+// cannot be used, if anything.
 func CheckTree(dir string) error {
-	var missing []string
-	for _, f := range treeFiles {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			missing = append(missing, f)
-		}
+	_, err := LoadTree(dir)
+	return err
+}
+
+// UserModules is $L45_MODULES made absolute: a folder of the user's own
+// customization modules, as Kbuild sources or prebuilt .ko files
+// (harness/modules tells which); "" when unset.
+func UserModules() (string, error) {
+	dir := os.Getenv("L45_MODULES")
+	if dir == "" {
+		return "", nil
 	}
-	if len(missing) > 0 {
-		return fmt.Errorf("L45_TREE=%s is not a Layer 4.5 tree: it lacks %s (point it at a folder laid out like kernel/)", dir, strings.Join(missing, ", "))
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("L45_MODULES=%s: %w", dir, err)
 	}
-	return nil
+	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("L45_MODULES=%s: want a folder of customization module sources (with a Kbuild or Makefile) or of prebuilt .ko files", dir)
+	}
+	return abs, nil
 }

@@ -96,8 +96,8 @@ func (p *Pair) restoreModules(t *testing.T, m *vm.Machine) {
 				t.Errorf("guest %s: the subtest left module %s loaded and it cannot be unloaded: %v", m.Name, name, err)
 			}
 		}
-		if before[guest.CoreModule] && !loadedModules(t, m)[guest.CoreModule] {
-			m.MustLoadModule(t, p.Mods, guest.CoreModule, "")
+		if core := p.Mods.CoreName(); before[core] && !loadedModules(t, m)[core] {
+			m.MustLoadModule(t, p.Mods, core, "")
 		}
 	})
 }
@@ -132,13 +132,20 @@ func RequireCPUs(t testing.TB, p *Pair, n int) {
 	}
 }
 
-// LoadCore loads Layer 4.5 into m unless its kernel has it built in.
+// LoadCore loads Layer 4.5 into m unless its kernel has it built in, and
+// tells m's l45ctl the core's control interface when it is not the
+// contract's (a tree with other settings).
 func LoadCore(t testing.TB, m *vm.Machine, mods *modules.Set) {
 	t.Helper()
+	if nl := mods.Control(); nl != guest.DefaultNetlink {
+		if err := m.WriteFile(context.Background(), guest.NetlinkFile, []byte(nl.String()+"\n"), 0o644); err != nil {
+			t.Fatalf("guest %s: %v", m.Name, err)
+		}
+	}
 	if m.Kernel().Layer45Builtin {
 		return
 	}
-	m.MustLoadModule(t, mods, guest.CoreModule, "")
+	m.MustLoadModule(t, mods, mods.CoreName(), "")
 }
 
 // Params are a customization module's parameters.

@@ -23,5 +23,8 @@ const (
 
 // CoreModule is the name of Layer 4.5's core module: the agent loads
 // ModulesRoot/RELEASE/CoreModule/CoreModule.ko at boot (R10) when the
-// kernel does not have it built in, and tests load it by this name.
+// kernel does not have it built in, and tests load it by this name. A tree
+// under test may name its core otherwise (its settings, harness/repo):
+// the file and the name tests load keep this one, the kernel's module
+// name (rmmod, /sys/module) is the tree's.
 const CoreModule = "layer4_5"
