@@ -132,7 +132,6 @@ func LoadTree(dir string) (*Tree, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, err
 	}
-	var bad []error
 	source := map[string]string{} // field -> where its value came from
 	for _, f := range settingsEnv {
 		source[f.field] = file
@@ -144,11 +143,13 @@ func LoadTree(dir string) (*Tree, error) {
 		t.Sources = append(t.Sources, f.env+"="+v)
 		t.Settings.set(f.field, v)
 	}
-	bad = append(bad, t.check(source)...)
-	if len(bad) > 0 {
+	if bad := t.check(source); len(bad) > 0 {
 		return nil, errors.Join(bad...)
 	}
-	return t, t.resolve()
+	if err := t.resolve(); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // decodeSettings overlays the file's fields on s; an unknown field is an
