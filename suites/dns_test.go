@@ -122,6 +122,6 @@ func TestR15_LoadUnloadUnderTraffic(t *testing.T) {
 	// The client's sockets all closed with dig (the server's dnsmasq
 	// socket still pins Layer 4.5 there, by design).
 	if !p.Client.Kernel().Layer45Builtin {
-		require.NoError(t, p.Client.UnloadModule(context.Background(), "layer4_5"), "Layer 4.5 must unload once its sockets are gone")
+		require.NoError(t, p.Client.UnloadModule(context.Background(), p.Mods.CoreName()), "Layer 4.5 must unload once its sockets are gone")
 	}
 }

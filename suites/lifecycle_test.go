@@ -216,7 +216,7 @@ func r15CoreUnloadBusy(t *testing.T, p *suite.Pair) {
 		Messages: []string{"l0", "l1"}, Recv: true, Timeout: vm.Scale(3 * time.Second)})
 	live.Ready(t)
 	for i := 0; i < 3; i++ {
-		err := m.UnloadModule(context.Background(), "layer4_5")
+		err := m.UnloadModule(context.Background(), p.Mods.CoreName())
 		var me *agent.ModuleError
 		require.True(t, errors.As(err, &me), "rmmod layer4_5 with a live socket must be refused, got %v", err)
 	}
@@ -224,7 +224,7 @@ func r15CoreUnloadBusy(t *testing.T, p *suite.Pair) {
 	require.Equal(t, []string{"P:l0", "P:l1"}, rep.Received(), "the live socket kept working")
 	var last error
 	vm.WaitFor(t, "Layer 4.5 to unload after its last socket closed", 20*time.Second, func() bool {
-		last = m.UnloadModule(context.Background(), "layer4_5")
+		last = m.UnloadModule(context.Background(), p.Mods.CoreName())
 		return last == nil
 	})
 	_, err := m.Control().Report(context.Background())
@@ -244,7 +244,7 @@ func i25UnloadRefusedEAGAIN(t *testing.T, p *suite.Pair) {
 	}
 	refused := func(why string) {
 		t.Helper()
-		err := m.UnloadModule(context.Background(), "layer4_5")
+		err := m.UnloadModule(context.Background(), p.Mods.CoreName())
 		var me *agent.ModuleError
 		require.True(t, errors.As(err, &me), "rmmod layer4_5 %s must be refused, got %v", why, err)
 		require.Equal(t, syscall.EAGAIN, me.Errno, "rmmod layer4_5 %s: %v", why, me)
