@@ -321,9 +321,9 @@ func r2CoreUnloads(t *testing.T, p *suite.Pair) {
 		if !logged && time.Since(start) > vm.Scale(time.Second) {
 			logged = true
 			t.Logf("Layer 4.5 still busy:\n%s", m.MustRun(t, "/bin/sh", "-c",
-				"cat /sys/module/layer4_5/refcnt /proc/net/tcp /proc/net/udp; ls -l /proc/[0-9]*/fd 2>/dev/null | grep socket; true"))
+				"cat /sys/module/"+p.Mods.CoreName()+"/refcnt /proc/net/tcp /proc/net/udp; ls -l /proc/[0-9]*/fd 2>/dev/null | grep socket; true"))
 		}
-		last = m.UnloadModule(context.Background(), "layer4_5")
+		last = m.UnloadModule(context.Background(), p.Mods.CoreName())
 		return last == nil
 	})
 	suite.LoadCore(t, m, p.Mods)
