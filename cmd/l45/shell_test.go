@@ -68,13 +68,23 @@ func (tr *transcript) String() string {
 	return tr.buf.String()
 }
 
-// wait polls until re matches the transcript and returns the match.
-func (tr *transcript) wait(t *testing.T, re *regexp.Regexp, timeout time.Duration) []string {
+// wait polls until re matches the transcript and returns the match; it
+// gives up when l45 has ended (done closed) without writing it.
+func (tr *transcript) wait(t *testing.T, re *regexp.Regexp, timeout time.Duration, done <-chan struct{}) []string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		if m := re.FindStringSubmatch(tr.String()); m != nil {
 			return m
+		}
+		select {
+		case <-done:
+			time.Sleep(200 * time.Millisecond) // the reader's last bytes
+			if m := re.FindStringSubmatch(tr.String()); m != nil {
+				return m
+			}
+			t.Fatalf("l45 ended without writing %q; it wrote:\n%s", re, tr)
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no %q after %v; l45 wrote:\n%s", re, timeout, tr)
@@ -107,14 +117,15 @@ func TestShellOnATerminal(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	done := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
 	defer func() {
 		select {
-		case <-exited:
+		case <-done:
 		default: // a failed test: vm stops its guests on SIGTERM
 			cmd.Process.Signal(syscall.SIGTERM)
-			<-exited
+			<-done
 		}
 	}()
 	tr := &transcript{}
@@ -131,21 +142,21 @@ func TestShellOnATerminal(t *testing.T) {
 		}
 	}()
 
-	tr.wait(t, regexp.MustCompile(`exit or Ctrl-D ends it`), 10*time.Minute)
+	tr.wait(t, regexp.MustCompile(`exit or Ctrl-D ends it`), 10*time.Minute, done)
 	if _, err := master.WriteString("uname -r; exit\r"); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("l45 shell: %v; it wrote:\n%s", err, tr)
+	case <-done:
+		if waitErr != nil {
+			t.Fatalf("l45 shell: %v; it wrote:\n%s", waitErr, tr)
 		}
 	case <-time.After(5 * time.Minute):
 		t.Fatalf("l45 shell still running 5 minutes after exit was typed; it wrote:\n%s", tr)
 	}
 	// The echo of the line does not hold the release; its output does.
-	tr.wait(t, regexp.MustCompile(`\n`+regexp.QuoteMeta(env.Kernel.Release)+`\r?\n`), time.Second)
-	ev := tr.wait(t, regexp.MustCompile(`evidence: (\S+)`), time.Second)[1]
+	tr.wait(t, regexp.MustCompile(`\n`+regexp.QuoteMeta(env.Kernel.Release)+`\r?\n`), time.Second, done)
+	ev := tr.wait(t, regexp.MustCompile(`evidence: (\S+)`), time.Second, done)[1]
 	for _, f := range []string{"server.console.txt", "client.console.txt", "server.dmesg.txt", "client.dmesg.txt", "lan.pcap"} {
 		if _, err := os.Stat(filepath.Join(ev, f)); err != nil {
 			t.Errorf("evidence: %v", err)
