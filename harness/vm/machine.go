@@ -452,10 +452,12 @@ func (m *Machine) stop(ctx context.Context) {
 	m.qemu, m.agent = nil, nil
 	m.mu.Unlock()
 	if q != nil {
-		// Only a guest that agreed to power off is given time to do so;
-		// one that cannot answer is killed at once.
+		// Only a guest with a disk is powered off, so that what it wrote
+		// reaches the disk; a guest without one has nothing to lose, and
+		// under TCG an orderly power-off costs most of a second. A guest
+		// that cannot answer is killed at once.
 		asked := false
-		if done, _ := q.Exited(); a != nil && !done {
+		if done, _ := q.Exited(); a != nil && !done && len(m.cfg.disks) > 0 {
 			cctx, cancel := context.WithTimeout(ctx, Scale(5*time.Second))
 			asked = a.PowerOff(cctx) == nil
 			cancel()
