@@ -1,11 +1,13 @@
 package vm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"strings"
 	"sync"
@@ -255,7 +257,7 @@ func (m *Machine) LoadModule(ctx context.Context, s *modules.Set, name, params s
 	there := m.uploaded[file] == ko
 	m.mu.Unlock()
 	if !there {
-		data, err := os.ReadFile(ko)
+		data, err := moduleWithoutDebugInfo(ctx, ko)
 		if err != nil {
 			return infra.Wrap("load "+name, err)
 		}
@@ -270,6 +272,40 @@ func (m *Machine) LoadModule(ctx context.Context, s *modules.Set, name, params s
 		_, err := a.LoadModule(ctx, file, params)
 		return err
 	})
+}
+
+var (
+	strippedMu sync.Mutex
+	stripped   = map[string][]byte{}
+)
+
+// moduleWithoutDebugInfo is the module file ko without its DWARF sections
+// (objcopy --strip-debug), made once per process: a core built against a
+// Debian kernel carries megabytes of them, which the guest's kernel never
+// reads (oopses name functions from the symbol table, which stays) and
+// which take most of a second per guest to copy in under TCG. The file in
+// the cache keeps them, for decoding reports on the host.
+func moduleWithoutDebugInfo(ctx context.Context, ko string) ([]byte, error) {
+	strippedMu.Lock()
+	defer strippedMu.Unlock()
+	if data, ok := stripped[ko]; ok {
+		return data, nil
+	}
+	out, err := os.CreateTemp("", "l45-stripped-*.ko")
+	if err != nil {
+		return nil, err
+	}
+	out.Close()
+	defer os.Remove(out.Name())
+	if msg, err := exec.CommandContext(ctx, "objcopy", "--strip-debug", ko, out.Name()).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("objcopy --strip-debug %s (binutils, installed by make setup): %w: %s", ko, err, bytes.TrimSpace(msg))
+	}
+	data, err := os.ReadFile(out.Name())
+	if err != nil {
+		return nil, err
+	}
+	stripped[ko] = data
+	return data, nil
 }
 
 // MustLoadModule is LoadModule that fails t.
