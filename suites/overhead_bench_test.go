@@ -278,7 +278,7 @@ func (o *overhead) observe(b *testing.B, s overheadSetup, clientSockets bool) {
 
 // serve starts a server in the server guest and waits until it is bound
 // (UDP) or listening (TCP).
-func (o *overhead) serve(b *testing.B, proto string, port int, argv []string) *agent.Process {
+func (o *overhead) serve(b *testing.B, proto string, port int, argv []string) *vm.Process {
 	proc, err := o.p.Server.Spawn(context.Background(), argv...)
 	if err != nil {
 		b.Fatalf("%v", err)
@@ -288,7 +288,7 @@ func (o *overhead) serve(b *testing.B, proto string, port int, argv []string) *a
 }
 
 // stop ends a server and returns what it printed.
-func stop(b *testing.B, proc *agent.Process) []byte {
+func stop(b *testing.B, proc *vm.Process) []byte {
 	r, err := proc.Stop(context.Background())
 	if err != nil {
 		b.Fatalf("stop %q: %v", proc.Argv, err)
@@ -312,7 +312,7 @@ func (o *overhead) timed(b *testing.B, s overheadSetup, clientSockets bool, lead
 // benchmark counts those queries lost instead of failing.
 const digNoAnswer = 9
 
-func (o *overhead) wait(b *testing.B, proc *agent.Process) *agent.Result {
+func (o *overhead) wait(b *testing.B, proc *vm.Process) *agent.Result {
 	r, err := proc.Wait(context.Background(), 2*o.d+vm.Scale(30*time.Second))
 	if err != nil {
 		b.Fatalf("%q: %v", proc.Argv, err)

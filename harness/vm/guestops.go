@@ -11,6 +11,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,24 +87,81 @@ func (m *Machine) MustRun(t testing.TB, argv ...string) string {
 
 // Spawn starts a program in the background in the guest (a server, say).
 // The process is stopped when the guest powers off.
-func (m *Machine) Spawn(ctx context.Context, argv ...string) (*agent.Process, error) {
+func (m *Machine) Spawn(ctx context.Context, argv ...string) (*Process, error) {
 	var p *agent.Process
 	err := m.do(ctx, "start "+strings.Join(argv, " "), 0, func(ctx context.Context, a *agent.Client) error {
 		var err error
 		p, err = a.Start(ctx, agent.Cmd{Argv: argv})
 		return err
 	})
-	return p, err
+	if err != nil {
+		return nil, err
+	}
+	return &Process{Process: p, m: m}, nil
 }
 
 // MustSpawn is Spawn that fails t.
-func (m *Machine) MustSpawn(t testing.TB, argv ...string) *agent.Process {
+func (m *Machine) MustSpawn(t testing.TB, argv ...string) *Process {
 	t.Helper()
 	p, err := m.Spawn(context.Background(), argv...)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
 	return p
+}
+
+// Process is a program started with Spawn. Waiting for it or signalling
+// it ends, like every Machine call, as soon as the guest's kernel oopses
+// or QEMU exits: a process whose thread died in an oops never exits.
+type Process struct {
+	*agent.Process
+	m *Machine
+}
+
+func (p *Process) what(verb string) string {
+	return verb + " " + strings.Join(p.Argv, " ")
+}
+
+// Wait waits up to timeout for the process to end (see agent.Process.Wait).
+func (p *Process) Wait(ctx context.Context, timeout time.Duration) (*agent.Result, error) {
+	var r *agent.Result
+	bound := time.Duration(0)
+	if timeout > 0 {
+		bound = timeout + Scale(DefaultCommandTimeout)
+	} else if dl, ok := ctx.Deadline(); ok {
+		bound = time.Until(dl)
+	} else {
+		bound = 24 * time.Hour
+	}
+	err := p.m.do(ctx, p.what("wait for"), bound, func(ctx context.Context, _ *agent.Client) error {
+		var err error
+		r, err = p.Process.Wait(ctx, timeout)
+		return err
+	})
+	return r, err
+}
+
+// Signal sends sig to the process's group and waits for it to end (see
+// agent.Process.Signal).
+func (p *Process) Signal(ctx context.Context, sig syscall.Signal) (*agent.Result, error) {
+	var r *agent.Result
+	err := p.m.do(ctx, p.what("signal"), Scale(30*time.Second+DefaultCommandTimeout), func(ctx context.Context, _ *agent.Client) error {
+		var err error
+		r, err = p.Process.Signal(ctx, sig)
+		return err
+	})
+	return r, err
+}
+
+// Stop ends the process: SIGTERM, then SIGKILL (see agent.Process.Stop).
+func (p *Process) Stop(ctx context.Context) (*agent.Result, error) {
+	var r *agent.Result
+	err := p.m.do(ctx, p.what("stop"), 0, func(ctx context.Context, _ *agent.Client) error {
+		var err error
+		r, err = p.Process.Stop(ctx)
+		return err
+	})
+	return r, err
 }
 
 // ReadFile reads a file in the guest; a missing file is an error for which

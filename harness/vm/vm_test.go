@@ -205,11 +205,21 @@ func TestCrashIsChargedToTheRunningSubtestAndEndsPendingCalls(t *testing.T) {
 	data, err := os.ReadFile(ko)
 	require.NoError(t, err)
 	g.MustWriteFile(t, "/tmp/crash_test.ko", data, 0o644)
+	// So does waiting for a background program: one whose thread died in
+	// an oops would never end.
+	sleeper := g.MustSpawn(t, "/bin/sleep", "600")
 	g.MustSpawn(t, "/bin/sh", "-c", "sleep 2; exec /bin/busybox insmod /tmp/crash_test.ko mode=null")
-	_, err = g.Exec(context.Background(), agent.Cmd{Argv: []string{"/bin/sleep", "600"}, Timeout: 20 * time.Minute})
+	execErr := make(chan error, 1)
+	go func() {
+		_, err := g.Exec(context.Background(), agent.Cmd{Argv: []string{"/bin/sleep", "600"}, Timeout: 20 * time.Minute})
+		execErr <- err
+	}()
+	_, waitErr := sleeper.Wait(context.Background(), 20*time.Minute)
 	var ce *vm.CrashError
-	require.ErrorAs(t, err, &ce, "the call pending while the kernel oopsed ends with the crash, not its own deadline")
-	require.Contains(t, ce.Title, "NULL pointer dereference")
+	for what, err := range map[string]error{"a command": <-execErr, "waiting for a background program": waitErr} {
+		require.ErrorAs(t, err, &ce, "%s pending while the kernel oopsed ends with the crash, not its own deadline", what)
+		require.Contains(t, ce.Title, "NULL pointer dereference")
+	}
 
 	sub.runCleanups()
 	require.Len(t, sub.errors, 1, "%v", sub.errors)

@@ -28,7 +28,7 @@ var liveSeq atomic.Int32
 // deprecate, re-prioritise) between two messages of one existing socket.
 type Live struct {
 	m    *vm.Machine
-	proc *agent.Process
+	proc *vm.Process
 	dir  string
 	n    int // messages in all
 	next int // the next message the client waits to send

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"layer45/harness/agent"
 	"layer45/harness/pcapdns"
 	"layer45/harness/vm"
 	"layer45/vmimages/traffic"
@@ -27,7 +26,7 @@ type Echo struct {
 	Proto string
 	Port  int
 	m     *vm.Machine
-	proc  *agent.Process
+	proc  *vm.Process
 	lines []traffic.ServerLine
 	done  bool
 }
