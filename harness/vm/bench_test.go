@@ -19,15 +19,15 @@ func BenchmarkBootToAgentReady(b *testing.B) {
 		for _, how := range []string{"boot", "restore"} {
 			b.Run(fmt.Sprintf("vcpus=%d/%s", cpus, how), func(b *testing.B) {
 				env := vm.RequireGuests(b)
-				if how == "restore" && !env.Snapshots {
-					b.Skip("L45_SNAPSHOT=0")
-				}
 				ev := vm.Evidence(b)
 				opts := []vm.Option{vm.WithName("bench"), vm.WithCPUs(cpus)}
 				if how == "boot" {
 					opts = append(opts, vm.WithColdBoot())
-				} else if m, err := vm.Start(context.Background(), env, ev, nil, opts...); err == nil {
-					m.Close() // the snapshot is made outside the timing
+				} else {
+					opts = append(opts, vm.WithRestore())
+					if m, err := vm.Start(context.Background(), env, ev, nil, opts...); err == nil {
+						m.Close() // the snapshot is made outside the timing
+					}
 				}
 				var times []time.Duration
 				for i := 0; i < b.N; i++ {

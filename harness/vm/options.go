@@ -16,6 +16,7 @@ type config struct {
 	disks      []diskConfig
 	mounts     []guest.Mount
 	coldBoot   bool
+	restore    bool
 }
 
 type nicConfig struct {
@@ -66,3 +67,7 @@ func WithMount(dev, dir, fstype string) Option {
 // WithColdBoot boots the guest even where it could be restored from a
 // snapshot: for tests of the boot itself.
 func WithColdBoot() Option { return func(c *config) { c.coldBoot = true } }
+
+// WithRestore restores the guest from a snapshot even with L45_SNAPSHOT=0:
+// for tests and benchmarks of restoring itself.
+func WithRestore() Option { return func(c *config) { c.restore = true } }

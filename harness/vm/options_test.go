@@ -105,6 +105,7 @@ func TestSnapshotShape(t *testing.T) {
 	env.Snapshots = false
 	client.boots = 1
 	require.False(t, client.restorable(), "L45_SNAPSHOT=0")
+	require.True(t, machine(WithRestore(), WithNIC(lan, "10.0.0.40/24")).restorable(), "WithRestore overrides L45_SNAPSHOT=0")
 }
 
 func TestSnapshotSetting(t *testing.T) {

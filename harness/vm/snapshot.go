@@ -51,12 +51,12 @@ func snapshotAllowed() (bool, error) {
 }
 
 // restorable says whether this boot of m can be a restore: snapshots are
-// on, it is the guest's first boot (a reboot is a real one), and nothing
+// on (or WithRestore asks), it is the guest's first boot (a reboot is a real one), and nothing
 // that must be there at boot is asked for (disks, mounts, kernel
 // arguments, or a cold boot).
 func (m *Machine) restorable() bool {
 	c := m.cfg
-	return m.env.Snapshots && m.boots == 1 && !c.coldBoot &&
+	return (m.env.Snapshots || c.restore) && m.boots == 1 && !c.coldBoot &&
 		len(c.disks) == 0 && len(c.mounts) == 0 && len(c.kernelArgs) == 0
 }
 

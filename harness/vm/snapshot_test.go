@@ -25,21 +25,17 @@ const (
 // snapshot have their own names, MACs and addresses, the host's clock and
 // their own randomness, and the link between them works.
 func TestRestoredGuestsAreTheGuestsAskedFor(t *testing.T) {
-	env := vm.RequireGuests(t)
-	if !env.Snapshots {
-		t.Skip("L45_SNAPSHOT=0: guests are not restored")
-	}
 	lan := vm.NewLink(t, "lan")
 	// Without setup a restored guest's clock is the snapshot's: make sure
 	// the snapshot is old enough for that to show.
-	warm := vm.Boot(t, vm.WithName("warm"), vm.WithNIC(lan, "10.0.0.3/24"))
+	warm := vm.Boot(t, vm.WithName("warm"), vm.WithNIC(lan, "10.0.0.3/24"), vm.WithRestore())
 	st, err := os.Stat(warm.Snapshot())
 	require.NoError(t, err)
 	warm.Close()
 	time.Sleep(time.Until(st.ModTime().Add(snapshotAge)))
 
-	a := vm.Boot(t, vm.WithName("alpha"), vm.WithNIC(lan, "10.0.0.1/24"))
-	b := vm.Boot(t, vm.WithName("beta"), vm.WithNIC(lan, "10.0.0.2/24"))
+	a := vm.Boot(t, vm.WithName("alpha"), vm.WithNIC(lan, "10.0.0.1/24"), vm.WithRestore())
+	b := vm.Boot(t, vm.WithName("beta"), vm.WithNIC(lan, "10.0.0.2/24"), vm.WithRestore())
 	for _, g := range []*vm.Machine{a, b} {
 		require.True(t, g.Restored(), "%s was booted, not restored", g.Name)
 		require.Equal(t, g.Name, strings.TrimSpace(g.MustRun(t, "/bin/hostname")))
