@@ -59,10 +59,19 @@ type Config struct {
 	// QMPSocket, when set, is where QEMU listens for its machine protocol
 	// (QMP), through which the harness saves guests.
 	QMPSocket string
-	// Incoming, when set, is a state file saved by QMP.SaveState: the guest
-	// resumes from it instead of booting. Every other setting must be the
-	// one the state was saved with, except the host ends of sockets.
+	// Incoming, when set, is a state file saved by QMP.SaveState: QEMU
+	// starts waiting for it (-incoming defer) and QMP.Resume loads it, so
+	// the guest resumes instead of booting. Every other setting must be the
+	// one the state was saved with, except the host ends of sockets and
+	// MemoryShared.
 	Incoming string
+	// MemoryFile, when set, is a file holding the guest's RAM. With
+	// MemoryShared the guest writes through to it: a guest about to be
+	// saved, whose state then leaves RAM out (it is in the file). Without,
+	// the guest maps it copy-on-write and starts from the memory saved
+	// there: restoring reads no RAM, pages come in as the guest uses them.
+	MemoryFile   string
+	MemoryShared bool
 }
 
 // Args is the QEMU argument list for c (without the binary).
@@ -74,8 +83,15 @@ func (c *Config) Args() []string {
 		// A reboot or panic ends QEMU, so a guest never loops; the harness
 		// restarts guests itself when a test asks for a reboot.
 		"-no-reboot",
-		"-machine", "q35", "-m", strconv.Itoa(c.MemoryMiB), "-smp", strconv.Itoa(c.CPUs),
+		"-machine", c.machineArg(), "-m", strconv.Itoa(c.MemoryMiB), "-smp", strconv.Itoa(c.CPUs),
 		"-accel", c.accelArg(),
+	}
+	if c.MemoryFile != "" {
+		share := "off"
+		if c.MemoryShared {
+			share = "on"
+		}
+		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=ram,size=%dM,mem-path=%s,share=%s", c.MemoryMiB, strings.ReplaceAll(c.MemoryFile, ",", ",,"), share))
 	}
 	if c.Accel == KVM {
 		a = append(a, "-cpu", "host")
@@ -101,7 +117,7 @@ func (c *Config) Args() []string {
 		a = append(a, "-qmp", "unix:"+c.QMPSocket+",server=on,wait=off")
 	}
 	if c.Incoming != "" {
-		a = append(a, "-incoming", "exec:cat "+shellQuote(c.Incoming))
+		a = append(a, "-incoming", "defer")
 	}
 	for i, d := range c.Disks {
 		drive := "file=" + d.Path + ",format=raw,if=none,id=disk" + strconv.Itoa(i)
@@ -111,6 +127,13 @@ func (c *Config) Args() []string {
 		a = append(a, "-drive", drive, "-device", "virtio-blk-pci,drive=disk"+strconv.Itoa(i))
 	}
 	return a
+}
+
+func (c *Config) machineArg() string {
+	if c.MemoryFile != "" {
+		return "q35,memory-backend=ram"
+	}
+	return "q35"
 }
 
 // accelArg names the accelerator; with TCG and several vCPUs it asks for

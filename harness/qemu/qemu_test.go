@@ -42,7 +42,15 @@ func TestArgsWireConsoleAgentNICsAndDisks(t *testing.T) {
 	c.QMPSocket, c.Incoming = "/tmp/x/qmp.sock", "/cache/snap shot/state"
 	args = strings.Join(c.Args(), " ")
 	require.Contains(t, args, "-qmp unix:/tmp/x/qmp.sock,server=on,wait=off")
-	require.Contains(t, args, "-incoming exec:cat '/cache/snap shot/state'", "the state file is read by a shell")
+	require.Contains(t, args, "-incoming defer", "QMP.Resume loads the state")
+	require.Contains(t, args, "-machine q35 ")
+	require.NotContains(t, args, "memory-backend")
+	c.MemoryFile = "/cache/snap/memory"
+	args = strings.Join(c.Args(), " ")
+	require.Contains(t, args, "-machine q35,memory-backend=ram -m 512 ")
+	require.Contains(t, args, "-object memory-backend-file,id=ram,size=512M,mem-path=/cache/snap/memory,share=off", "a restored guest's writes stay its own")
+	c.MemoryShared, c.MemoryFile = true, "/cache/a,b/memory"
+	require.Contains(t, strings.Join(c.Args(), " "), "mem-path=/cache/a,,b/memory,share=on", "a guest to save writes its memory to the file; QEMU's options double commas")
 }
 
 func TestCommandLineQuotesForTheShell(t *testing.T) {

@@ -111,10 +111,14 @@ func (q *QMP) ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
+// ignoreShared leaves RAM in a shared Config.MemoryFile out of a saved
+// state; both ends of a migration must agree on it, so it is always on.
+var ignoreShared = map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}
+
 // SaveState stops the guest and writes its whole state to path with QEMU's
 // migration; a guest started with Config.Incoming = path resumes from
-// there. The guest is stopped afterwards. The file appears only when
-// complete.
+// there (Resume). The guest is stopped afterwards. The file appears only
+// when complete.
 func (q *QMP) SaveState(ctx context.Context, path string) error {
 	// The guest is not stopped first: the state records whether it ran,
 	// and a guest saved stopped stays stopped when resumed. Migration stops
@@ -122,6 +126,9 @@ func (q *QMP) SaveState(ctx context.Context, path string) error {
 	// migration over a shared network; a stopped guest going to a local
 	// file should go as fast as the disk takes it.
 	if err := q.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
+		return err
+	}
+	if err := q.Execute(ctx, "migrate-set-capabilities", ignoreShared, nil); err != nil {
 		return err
 	}
 	tmp := path + ".partial"
@@ -150,4 +157,14 @@ func (q *QMP) SaveState(ctx context.Context, path string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// Resume loads a state saved by SaveState into a QEMU started with
+// Config.Incoming; the guest runs once it is loaded. A state that does not
+// load makes QEMU exit.
+func (q *QMP) Resume(ctx context.Context, path string) error {
+	if err := q.Execute(ctx, "migrate-set-capabilities", ignoreShared, nil); err != nil {
+		return err
+	}
+	return q.Execute(ctx, "migrate-incoming", map[string]any{"uri": "exec:cat " + shellQuote(path)}, nil)
 }

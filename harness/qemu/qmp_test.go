@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -46,7 +47,16 @@ func fakeQMP(t *testing.T, failMigration bool) (string, *[]string) {
 				Arguments map[string]any `json:"arguments"`
 			}
 			json.Unmarshal(line, &req)
-			cmds = append(cmds, req.Execute)
+			cmd := req.Execute
+			if uri, ok := req.Arguments["uri"].(string); ok && cmd == "migrate-incoming" {
+				cmd += " " + uri
+			}
+			if caps, ok := req.Arguments["capabilities"].([]any); ok {
+				for _, c := range caps {
+					cmd += fmt.Sprintf(" %v=%v", c.(map[string]any)["capability"], c.(map[string]any)["state"])
+				}
+			}
+			cmds = append(cmds, cmd)
 			switch req.Execute {
 			case "stop":
 				w(`{"event": "STOP", "timestamp": {}}`)
@@ -93,7 +103,7 @@ func TestQMPSaveState(t *testing.T) {
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.Equal(t, "state", string(data))
-	require.Equal(t, []string{"qmp_capabilities", "bogus", "migrate-set-parameters", "migrate",
+	require.Equal(t, []string{"qmp_capabilities", "bogus", "migrate-set-parameters", "migrate-set-capabilities x-ignore-shared=true", "migrate",
 		"query-migrate", "query-migrate", "query-migrate"}, *cmds)
 	_, err = os.Stat(path + ".partial")
 	require.True(t, os.IsNotExist(err), "the partial file was left behind")
@@ -111,6 +121,18 @@ func TestQMPSaveStateFailureLeavesNoFile(t *testing.T) {
 	require.ErrorContains(t, err, "failed: disk full")
 	_, err = os.Stat(path)
 	require.True(t, os.IsNotExist(err), "a failed save left a state file")
+}
+
+func TestQMPResumeLoadsTheStateWithTheSaversCapabilities(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sock, cmds := fakeQMP(t, false)
+	q, err := DialQMP(ctx, sock)
+	require.NoError(t, err)
+	defer q.Close()
+	require.NoError(t, q.Resume(ctx, "/cache/snap shot/state"))
+	require.Equal(t, []string{"qmp_capabilities", "migrate-set-capabilities x-ignore-shared=true",
+		"migrate-incoming exec:cat '/cache/snap shot/state'"}, *cmds)
 }
 
 func TestQMPDialGivesUpWithTheContext(t *testing.T) {

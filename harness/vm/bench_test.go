@@ -11,19 +11,23 @@ import (
 )
 
 // BenchmarkBootToAgentReady starts guests one after another, with one and
-// with two vCPUs, booted and restored from a snapshot, and reports the
+// with two vCPUs, booted (the unpacked kernel, and the bzImage for
+// comparison) and restored from a snapshot, and reports the
 // median time from QEMU start to the agent ready (after setup, for a
 // restore). Run with -benchtime Nx for N starts of each.
 func BenchmarkBootToAgentReady(b *testing.B) {
 	for _, cpus := range []int{1, 2} {
-		for _, how := range []string{"boot", "restore"} {
+		for _, how := range []string{"boot-bzimage", "boot", "restore"} {
 			b.Run(fmt.Sprintf("vcpus=%d/%s", cpus, how), func(b *testing.B) {
 				env := vm.RequireGuests(b)
 				ev := vm.Evidence(b)
 				opts := []vm.Option{vm.WithName("bench"), vm.WithCPUs(cpus)}
-				if how == "boot" {
+				switch how {
+				case "boot-bzimage":
+					opts = append(opts, vm.WithBzImage())
+				case "boot":
 					opts = append(opts, vm.WithColdBoot())
-				} else {
+				default:
 					opts = append(opts, vm.WithRestore())
 					if m, err := vm.Start(context.Background(), env, ev, nil, opts...); err == nil {
 						m.Close() // the snapshot is made outside the timing

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,9 +19,12 @@ import (
 // Env is what every guest of a test process shares: the cache, the kernel,
 // the guest image and the accelerator. It is made once per process.
 type Env struct {
-	Cache     *cache.Cache
-	Kernel    *kernels.Kernel
-	Image     string // initramfs
+	Cache  *cache.Cache
+	Kernel *kernels.Kernel
+	Image  string // initramfs
+	// BootImage is the kernel file QEMU boots: the ELF unpacked from the
+	// bzImage (kernels.UnpackedImage), or the bzImage when it has to be.
+	BootImage string
 	Accel     qemu.Accel
 	AccelNote string
 	// Snapshots: guests that can be are restored from snapshots
@@ -79,7 +83,17 @@ func newEnv(ctx context.Context, kernelSpec, accel string, progress io.Writer) (
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Cache: c, Kernel: k, Image: img, Snapshots: snap}
+	boot, err := kernels.UnpackedImage(ctx, c, k)
+	var noPVH *kernels.NoPVHError
+	if errors.As(err, &noPVH) {
+		// Slower (its decompressor runs emulated) but the same kernel.
+		fmt.Fprintf(progress, "kernel: booting the bzImage: %v\n", err)
+		boot, err = k.Image, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{Cache: c, Kernel: k, Image: img, BootImage: boot, Snapshots: snap}
 	switch accel {
 	case "", "auto":
 		if ok, note := qemu.ProbeKVM(ctx); ok {

@@ -98,7 +98,7 @@ func start(ctx context.Context, env *Env, ev *artifacts.Dir, logf func(string), 
 func (m *Machine) baseConfig(initrd string) *qemu.Config {
 	return &qemu.Config{
 		Name:        m.Name,
-		Kernel:      m.cfg.kernel.Image,
+		Kernel:      m.bootImage(),
 		Initrd:      initrd,
 		MemoryMiB:   m.cfg.memoryMiB,
 		CPUs:        m.cfg.cpus,
@@ -111,6 +111,14 @@ func (m *Machine) baseConfig(initrd string) *qemu.Config {
 			"panic=-1",
 		},
 	}
+}
+
+// bootImage is the kernel file QEMU loads.
+func (m *Machine) bootImage() string {
+	if m.cfg.bzImage {
+		return m.cfg.kernel.Image
+	}
+	return m.env.BootImage
 }
 
 // bootConfig is the QEMU configuration of a guest that boots: its identity
@@ -139,6 +147,8 @@ func (m *Machine) restoreConfig(state string) *qemu.Config {
 	}
 	c := m.anonymousConfig(sockets)
 	c.Incoming = state
+	c.MemoryFile = filepath.Join(filepath.Dir(state), snapshotMemory)
+	c.QMPSocket = filepath.Join(m.tmp, "qmp.sock")
 	return c
 }
 
@@ -161,7 +171,8 @@ func (m *Machine) boot(ctx context.Context) error {
 			return m.failure("boot", err, false)
 		}
 		qc = m.restoreConfig(state)
-		how = "restored from " + state + " (the console of the boot it was saved after: " + filepath.Join(filepath.Dir(state), snapshotConsole) + ")"
+		how = "restored from " + state + " (the console of the boot it was saved after: " + filepath.Join(filepath.Dir(state), snapshotConsole) + ");" +
+			" QEMU waits for it, loaded over QMP with migrate-set-capabilities x-ignore-shared and migrate-incoming"
 	}
 	suffix := ""
 	if m.boots > 1 {
@@ -207,6 +218,9 @@ func (m *Machine) boot(ctx context.Context) error {
 	defer cancel()
 	var dialOpts []agent.Option
 	if restore {
+		if err := m.resume(bootCtx, q, qc); err != nil {
+			return m.failure("restore", err, true)
+		}
 		// A resumed agent said hello to the host that saved it: ask.
 		dialOpts = append(dialOpts, agent.WithHelloRetry(20*time.Millisecond))
 	}
@@ -238,6 +252,18 @@ func (m *Machine) boot(ctx context.Context) error {
 		m.logf(fmt.Sprintf("%s: %s after %.2fs (%s, %s)", m.Name, word, m.bootTook.Seconds(), m.cfg.kernel.Release, m.env.Accel))
 	}
 	return nil
+}
+
+// resume has the QEMU started with qc load its state.
+func (m *Machine) resume(ctx context.Context, q *qemu.Cmd, qc *qemu.Config) error {
+	ctx, cancel := m.untilDone(ctx, 0, q)
+	defer cancel()
+	qmp, err := qemu.DialQMP(ctx, qc.QMPSocket)
+	if err != nil {
+		return err
+	}
+	defer qmp.Close()
+	return qmp.Resume(ctx, qc.Incoming)
 }
 
 // connect dials the agent's socket (QEMU creates it as it starts) and waits

@@ -17,6 +17,7 @@ type config struct {
 	mounts     []guest.Mount
 	coldBoot   bool
 	restore    bool
+	bzImage    bool
 }
 
 type nicConfig struct {
@@ -67,6 +68,11 @@ func WithMount(dev, dir, fstype string) Option {
 // WithColdBoot boots the guest even where it could be restored from a
 // snapshot: for tests of the boot itself.
 func WithColdBoot() Option { return func(c *config) { c.coldBoot = true } }
+
+// WithBzImage cold-boots the kernel's bzImage, as a boot loader would,
+// instead of the ELF kernel the harness unpacks from it: for measuring what
+// the unpacking saves.
+func WithBzImage() Option { return func(c *config) { c.bzImage, c.coldBoot = true, true } }
 
 // WithRestore restores the guest from a snapshot even with L45_SNAPSHOT=0:
 // for tests and benchmarks of restoring itself.

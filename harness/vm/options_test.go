@@ -19,7 +19,7 @@ func TestOptionsBecomeQEMUConfigAndKernelArguments(t *testing.T) {
 	defer hub.Close()
 	lan := &Link{hub: hub}
 	k := &kernels.Kernel{Release: "6.1.0-test", Image: "/k/vmlinuz"}
-	env := &Env{Kernel: k, Image: "/k/initramfs.cpio", Accel: qemu.TCG}
+	env := &Env{Kernel: k, BootImage: "/k/vmlinux", Image: "/k/initramfs.cpio", Accel: qemu.TCG}
 	cfg := config{name: "client", kernel: k, memoryMiB: 1024, cpus: 1}
 	for _, o := range []Option{
 		WithName("client2"), WithMemory(512), WithCPUs(2),
@@ -35,7 +35,7 @@ func TestOptionsBecomeQEMUConfigAndKernelArguments(t *testing.T) {
 	require.Equal(t, "client2", qc.Name)
 	require.Equal(t, 512, qc.MemoryMiB)
 	require.Equal(t, 2, qc.CPUs)
-	require.Equal(t, "/k/vmlinuz", qc.Kernel)
+	require.Equal(t, "/k/vmlinux", qc.Kernel, "the unpacked kernel boots")
 	require.Equal(t, "/tmp/l45-vm-x/agent.sock", qc.AgentSocket)
 	require.Len(t, qc.NICs, 1)
 	require.Equal(t, hub.Path(), qc.NICs[0].Socket)
@@ -46,6 +46,9 @@ func TestOptionsBecomeQEMUConfigAndKernelArguments(t *testing.T) {
 		"l45.net=eth0,10.0.0.40/24", "l45.mount=/dev/vda:/usr/lib/modules/x/layer4_5:ext4", "l45.debug=1"} {
 		require.Contains(t, args, want)
 	}
+	WithBzImage()(&m.cfg)
+	require.Equal(t, "/k/vmlinuz", m.bootConfig().Kernel, "WithBzImage boots the bzImage")
+	require.False(t, m.restorable(), "a bzImage boot is a cold boot")
 }
 
 // TestSnapshotShape: which guests are restored, and that a restored guest's
@@ -73,6 +76,9 @@ func TestSnapshotShape(t *testing.T) {
 	saved := server.anonymousConfig([]string{"/tmp/snap/hub0.sock"})
 	restored := client.restoreConfig("/cache/snap/state")
 	require.Equal(t, "/cache/snap/state", restored.Incoming)
+	require.Equal(t, "/cache/snap/memory", restored.MemoryFile, "the saved RAM is the snapshot's memory file")
+	require.False(t, restored.MemoryShared, "a restored guest must not write into the snapshot")
+	require.NotEmpty(t, restored.QMPSocket, "the state is loaded over QMP")
 	require.Equal(t, hub.Path(), restored.NICs[0].Socket, "the restored guest is plugged into its own link")
 	require.Equal(t, saved.Append, restored.Append)
 	require.Equal(t, saved.NICs[0].MAC, restored.NICs[0].MAC, "QEMU must see the saved MAC; setup changes it in the guest")
