@@ -291,7 +291,7 @@ func RequireModules(t testing.TB, m *Machine) *modules.Set {
 	t.Helper()
 	s, err := BuildModules(context.Background(), m.env, m.cfg.kernel)
 	if err != nil {
-		fatal(t, err)
+		Fatal(t, err)
 	}
 	return s
 }
@@ -370,7 +370,7 @@ func moduleWithoutDebugInfo(ctx context.Context, ko string) ([]byte, error) {
 func (m *Machine) MustLoadModule(t testing.TB, s *modules.Set, name, params string) {
 	t.Helper()
 	if err := m.LoadModule(context.Background(), s, name, params); err != nil {
-		fatal(t, err)
+		Fatal(t, err)
 	}
 }
 

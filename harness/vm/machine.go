@@ -185,12 +185,15 @@ func (m *Machine) boot(ctx context.Context) error {
 	if err != nil {
 		return infra.Wrap("guest "+m.Name+": evidence", err)
 	}
-	release, err := bootSlot(ctx, m.env)
-	if err != nil {
-		conFile.Close()
-		return m.failure("boot", err, false)
+	if !restore {
+		// Boots take turns; a restore needs little CPU and goes at once.
+		release, err := bootSlot(ctx, m.env)
+		if err != nil {
+			conFile.Close()
+			return m.failure("boot", err, false)
+		}
+		defer release()
 	}
-	defer release()
 	// Timed from here: waiting for another guest's boot is not this one's.
 	start := time.Now()
 	stream := console.NewStream(m.Name,

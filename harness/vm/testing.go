@@ -28,7 +28,7 @@ func RequireGuests(t testing.TB) *Env {
 	}
 	env, err := DefaultEnv(context.Background())
 	if err != nil {
-		fatal(t, err)
+		Fatal(t, err)
 	}
 	return env
 }
@@ -38,8 +38,9 @@ func attr(t testing.TB, key, value string) {
 	t.Attr(key, strings.Join(strings.Fields(value), " "))
 }
 
-// fatal fails t with err, marking an infrastructure failure as such.
-func fatal(t testing.TB, err error) {
+// Fatal fails t with err, marking an infrastructure failure as such
+// (attribute and message): it is not a verdict on Layer 4.5.
+func Fatal(t testing.TB, err error) {
 	t.Helper()
 	var ie *infra.Error
 	if errors.As(err, &ie) {
@@ -65,7 +66,7 @@ func Evidence(t testing.TB) *artifacts.Dir {
 	}
 	d, err := artifacts.New(t.Name())
 	if err != nil {
-		fatal(t, infra.Wrap("evidence folder", err))
+		Fatal(t, infra.Wrap("evidence folder", err))
 	}
 	evidenceDir[t] = d
 	t.Cleanup(func() {
@@ -99,14 +100,59 @@ var slowdownOnce sync.Once
 // the guest's kernel log and trace buffer join the evidence.
 func Boot(t testing.TB, opts ...Option) *Machine {
 	t.Helper()
+	return BootAll(t, opts)[0]
+}
+
+// BootAll starts one guest per option list for t, at the same time (a
+// restore takes a fraction of a core; real boots still take turns), and
+// stops them when t ends, as Boot does. If any fails to start, t fails and
+// the others are stopped.
+func BootAll(t testing.TB, optSets ...[]Option) []*Machine {
+	t.Helper()
 	env := RequireGuests(t)
 	ev := Evidence(t)
-	ctx, cancel := testContext(t)
-	m, err := start(ctx, env, ev, func(line string) { t.Log(line) }, t, opts)
-	if err != nil {
-		cancel()
-		fatal(t, err)
+	ms := make([]*Machine, len(optSets))
+	errs := make([]error, len(optSets))
+	// A guest's context lives until t's cleanup has stopped it.
+	ctxs := make([]context.Context, len(optSets))
+	cancels := make([]context.CancelFunc, len(optSets))
+	var wg sync.WaitGroup
+	for i, opts := range optSets {
+		ctxs[i], cancels[i] = testContext(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ms[i], errs[i] = start(ctxs[i], env, ev, func(line string) { t.Log(line) }, t, opts)
+		}()
 	}
+	wg.Wait()
+	for i, m := range ms {
+		if m == nil {
+			cancels[i]()
+			continue
+		}
+		stopWith(t, ev, m, ctxs[i], cancels[i])
+	}
+	for _, err := range errs {
+		if err != nil {
+			Fatal(t, err)
+		}
+	}
+	slowdownOnce.Do(func() {
+		ctx, cancel := testContext(t)
+		defer cancel()
+		f, err := MeasureSlowdown(ctx, ms[0])
+		if err != nil {
+			t.Fatalf("measure guest speed: %v", err)
+		}
+		SetSlowdown(f)
+		t.Logf("guests run %.1fx slower than the host (%s); deadlines are scaled by that", f, env.AccelNote)
+	})
+	return ms
+}
+
+// stopWith registers the cleanup of a guest booted for t, which ends ctx.
+func stopWith(t testing.TB, ev *artifacts.Dir, m *Machine, ctx context.Context, cancel context.CancelFunc) {
 	attr(t, artifacts.AttrKernel, m.Kernel().Release)
 	t.Cleanup(func() {
 		defer cancel()
@@ -126,15 +172,6 @@ func Boot(t testing.TB, opts ...Option) *Machine {
 		// down, are this test's.
 		m.failOwner(t, true)
 	})
-	slowdownOnce.Do(func() {
-		f, err := MeasureSlowdown(ctx, m)
-		if err != nil {
-			t.Fatalf("measure guest speed: %v", err)
-		}
-		SetSlowdown(f)
-		t.Logf("guests run %.1fx slower than the host (%s); deadlines are scaled by that", f, env.AccelNote)
-	})
-	return m
 }
 
 // slowdownLoop is a CPU-bound shell loop run in the guest and on the host.
@@ -170,7 +207,7 @@ func NewLink(t testing.TB, name string) *Link {
 	t.Helper()
 	l, err := OpenLink(Evidence(t), name)
 	if err != nil {
-		fatal(t, err)
+		Fatal(t, err)
 	}
 	t.Cleanup(func() { l.Close() })
 	return l

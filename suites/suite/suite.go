@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,11 +46,26 @@ type Pair struct {
 func NewPair(t testing.TB, opts ...vm.Option) *Pair {
 	t.Helper()
 	p := &Pair{Link: vm.NewLink(t, "lan")}
-	p.Server = vm.Boot(t, append([]vm.Option{vm.WithName("server"), vm.WithNIC(p.Link, ServerIP+"/24")}, opts...)...)
-	p.Client = vm.Boot(t, append([]vm.Option{vm.WithName("client"), vm.WithNIC(p.Link, ClientIP+"/24")}, opts...)...)
+	ms := vm.BootAll(t,
+		append([]vm.Option{vm.WithName("server"), vm.WithNIC(p.Link, ServerIP+"/24")}, opts...),
+		append([]vm.Option{vm.WithName("client"), vm.WithNIC(p.Link, ClientIP+"/24")}, opts...))
+	p.Server, p.Client = ms[0], ms[1]
 	p.Mods = vm.RequireModules(t, p.Server)
-	for _, m := range []*vm.Machine{p.Server, p.Client} {
-		LoadCore(t, m, p.Mods)
+	// Both guests load the core at once: each insmod costs a guest CPU.
+	errs := make([]error, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = loadCore(m, p.Mods)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			vm.Fatal(t, err)
+		}
 	}
 	return p
 }
@@ -137,15 +153,21 @@ func RequireCPUs(t testing.TB, p *Pair, n int) {
 // contract's (a tree with other settings).
 func LoadCore(t testing.TB, m *vm.Machine, mods *modules.Set) {
 	t.Helper()
+	if err := loadCore(m, mods); err != nil {
+		vm.Fatal(t, err)
+	}
+}
+
+func loadCore(m *vm.Machine, mods *modules.Set) error {
 	if nl := mods.Control(); nl != guest.DefaultNetlink {
 		if err := m.WriteFile(context.Background(), guest.NetlinkFile, []byte(nl.String()+"\n"), 0o644); err != nil {
-			t.Fatalf("guest %s: %v", m.Name, err)
+			return err
 		}
 	}
 	if m.Kernel().Layer45Builtin {
-		return
+		return nil
 	}
-	m.MustLoadModule(t, mods, mods.CoreName(), "")
+	return m.LoadModule(context.Background(), mods, mods.CoreName(), "")
 }
 
 // Params are a customization module's parameters.
