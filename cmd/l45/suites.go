@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"layer45/harness/infra"
+	"layer45/harness/matrix"
 	"layer45/harness/verdict"
 	"layer45/harness/vm"
 )
@@ -46,8 +47,30 @@ func prepare(ctx context.Context, env map[string]string, progress io.Writer) err
 // An error means the tests could not run or be read (an *infra.Error);
 // failing tests are in the verdict.
 func runSuites(ctx context.Context, env map[string]string, args []string, echo io.Writer) (*verdict.Summary, error) {
+	var sum *verdict.Summary
+	err := goTestJSON(ctx, env, append(args, "./suites/..."), func(r io.Reader) (err error) {
+		sum, err = verdict.Read(r, echo)
+		return err
+	})
+	return sum, err
+}
+
+// runCrashCheck runs the harness's crash recognition test (matrix.CrashTest)
+// on env's kernel, echoing its output to echo.
+func runCrashCheck(ctx context.Context, env map[string]string, echo io.Writer) (*matrix.CrashCheck, error) {
+	var c *matrix.CrashCheck
+	err := goTestJSON(ctx, env, []string{"-run", "^" + matrix.CrashTest + "$", "./harness/vm/"}, func(r io.Reader) (err error) {
+		c, err = matrix.ReadCrashCheck(r, echo)
+		return err
+	})
+	return c, err
+}
+
+// goTestJSON runs `go test -json` with args and env added to the
+// environment, handing its output to read. A test failing is no error; go
+// test not running, or its output not readable, is an *infra.Error.
+func goTestJSON(ctx context.Context, env map[string]string, args []string, read func(io.Reader) error) error {
 	goArgs := append([]string{"test", "-json", "-count=1", "-p", "1", "-timeout", "80m"}, args...)
-	goArgs = append(goArgs, "./suites/...")
 	cmd := exec.CommandContext(ctx, "go", goArgs...)
 	cmd.Env = os.Environ()
 	for k, v := range env {
@@ -56,25 +79,25 @@ func runSuites(ctx context.Context, env map[string]string, args []string, echo i
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, infra.Wrap("run go test", err)
+		return infra.Wrap("run go test", err)
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, infra.Wrap("run go test", err)
+		return infra.Wrap("run go test", err)
 	}
-	sum, readErr := verdict.Read(out, echo)
+	readErr := read(out)
 	io.Copy(io.Discard, out)
 	waitErr := cmd.Wait()
 	if readErr != nil {
-		return nil, infra.Wrap("read the test results", readErr)
+		return infra.Wrap("read the test results", readErr)
 	}
 	if ctx.Err() != nil {
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 	var ee *exec.ExitError
 	if waitErr != nil && !errors.As(waitErr, &ee) {
-		return nil, infra.Wrap("run go test", waitErr)
+		return infra.Wrap("run go test", waitErr)
 	}
-	return sum, nil
+	return nil
 }
 
 // withoutVar drops key's entries from an environment list.

@@ -39,6 +39,8 @@ type Result struct {
 	Error   string           `json:"error,omitempty"`
 	Seconds float64          `json:"seconds"`
 	Verdict *verdict.Summary `json:"verdict,omitempty"`
+	// Crashes is CrashTest's outcome on the kernel.
+	Crashes *CrashCheck `json:"crash_reports,omitempty"`
 }
 
 // FileName is where a kernel's result goes in a results folder.
@@ -112,10 +114,11 @@ func (r *Result) Cell(rule string) (result string, passed, total int) {
 	return "MISSING", 0, 0
 }
 
-// OK reports whether every kernel ran and kept every rule.
+// OK reports whether every kernel ran, kept every rule and had its crash
+// reports recognised.
 func (t *Table) OK() bool {
 	for _, r := range t.Results {
-		if r.Outcome != Ran || !r.Verdict.OK() {
+		if r.Outcome != Ran || !r.Verdict.OK() || !r.Crashes.OK() {
 			return false
 		}
 	}
@@ -138,7 +141,15 @@ func (t *Table) cells() (head []string, rows [][]string) {
 		}
 		rows = append(rows, row)
 	}
-	return head, rows
+	row := []string{"crash reports"}
+	for _, r := range t.Results {
+		if r.Outcome != Ran {
+			row = append(row, "-")
+			continue
+		}
+		row = append(row, r.Crashes.cell())
+	}
+	return head, append(rows, row)
 }
 
 // failures are the lines under the table: what failed where, and why.
@@ -177,9 +188,33 @@ func (t *Table) failures() []string {
 			for _, p := range r.Verdict.Broken {
 				out = append(out, fmt.Sprintf("%s: package did not build or died: %s", r.Kernel.Name, p))
 			}
+			out = append(out, r.crashFailures()...)
 		}
 	}
 	sort.Strings(out)
+	return out
+}
+
+// crashFailures are the lines for CrashTest's failures on r's kernel.
+func (r *Result) crashFailures() []string {
+	c := r.Crashes
+	if c == nil {
+		return []string{fmt.Sprintf("%s: crash reports: %s did not run", r.Kernel.Name, CrashTest)}
+	}
+	var out []string
+	if c.Failed || len(c.Modes) == 0 {
+		out = append(out, fmt.Sprintf("%s: crash reports: FAIL %s", r.Kernel.Name, CrashTest))
+	}
+	for _, m := range c.Modes {
+		if m.Result == "pass" {
+			continue
+		}
+		line := fmt.Sprintf("%s: crash reports: %s %s/%s (crash_test mode=%s)", r.Kernel.Name, strings.ToUpper(m.Result), CrashTest, m.Mode, m.Mode)
+		if m.Evidence != "" {
+			line += " evidence: " + m.Evidence
+		}
+		out = append(out, line)
+	}
 	return out
 }
 

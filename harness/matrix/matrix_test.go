@@ -53,8 +53,9 @@ func TestMergeJoinsJobsIncludingMissingAndFailedOnes(t *testing.T) {
 		`{"Action":"pass","Package":"layer45/suites","Test":"TestR1_Holds","Elapsed":1}`)
 	for _, r := range []Result{
 		{Kernel: matrix[0], Outcome: Infra, Error: "prepare guests: gcc-10 is not available", Seconds: 3},
-		{Kernel: matrix[1], Outcome: Ran, Verdict: red, Seconds: 240},
-		{Kernel: matrix[3], Outcome: Ran, Verdict: red2, Seconds: 300},
+		{Kernel: matrix[1], Outcome: Ran, Verdict: red, Seconds: 240, Crashes: allRecognised()},
+		{Kernel: matrix[3], Outcome: Ran, Verdict: red2, Seconds: 300, Crashes: &CrashCheck{Modes: []ModeResult{
+			{Mode: "bug", Result: "pass"}, {Mode: "warn", Result: "fail", Evidence: "_artifacts/run/warn"}}}},
 	} {
 		_, err := r.Write(dir)
 		require.NoError(t, err)
@@ -62,6 +63,8 @@ func TestMergeJoinsJobsIncludingMissingAndFailedOnes(t *testing.T) {
 	tab, err := Merge(matrix, dir)
 	require.NoError(t, err)
 	require.Len(t, tab.Results, 4)
+	require.True(t, tab.Results[1].Crashes.OK())
+	require.False(t, tab.Results[3].Crashes.OK(), "a mode not recognised")
 	require.Equal(t, Missing, tab.Results[2].Outcome, "6.12 never reported")
 	require.False(t, tab.OK())
 
@@ -82,12 +85,55 @@ func TestMergeJoinsJobsIncludingMissingAndFailedOnes(t *testing.T) {
 
 	// Every kernel green: OK.
 	for _, e := range []kernels.MatrixEntry{matrix[0], matrix[2], matrix[3]} {
-		_, err := (&Result{Kernel: e, Outcome: Ran, Verdict: passing(t)}).Write(dir)
+		_, err := (&Result{Kernel: e, Outcome: Ran, Verdict: passing(t), Crashes: allRecognised()}).Write(dir)
 		require.NoError(t, err)
 	}
 	tab, err = Merge(matrix, dir)
 	require.NoError(t, err)
 	require.True(t, tab.OK())
+
+	// Rules green but crash reports never checked: not OK.
+	_, err = (&Result{Kernel: matrix[2], Outcome: Ran, Verdict: passing(t)}).Write(dir)
+	require.NoError(t, err)
+	tab, err = Merge(matrix, dir)
+	require.NoError(t, err)
+	require.False(t, tab.OK())
+}
+
+func allRecognised() *CrashCheck {
+	return &CrashCheck{Modes: []ModeResult{{Mode: "bug", Result: "pass"}, {Mode: "warn", Result: "pass"}}}
+}
+
+func TestReadCrashCheck(t *testing.T) {
+	ev := func(action, test string, extra ...string) string {
+		s := `{"Action":"` + action + `","Package":"layer45/harness/vm","Test":"` + test + `"`
+		for i := 0; i+1 < len(extra); i += 2 {
+			s += `,"` + extra[i] + `":"` + extra[i+1] + `"`
+		}
+		return s + "}"
+	}
+	const top = CrashTest
+	stream := strings.Join([]string{
+		ev("run", top), ev("run", top+"/warn"),
+		ev("output", top+"/warn", "Output", "warn ok\\n"),
+		ev("pass", top+"/warn"), ev("run", top+"/null"),
+		ev("attr", top+"/null", "Key", "l45.evidence", "Value", "_artifacts/x/null"),
+		ev("fail", top+"/null"), ev("fail", top),
+		ev("run", "TestSomethingElse"), ev("fail", "TestSomethingElse"),
+	}, "\n")
+	var echo bytes.Buffer
+	c, err := ReadCrashCheck(strings.NewReader(stream), &echo)
+	require.NoError(t, err)
+	require.Equal(t, &CrashCheck{Failed: true, Modes: []ModeResult{
+		{Mode: "null", Result: "fail", Evidence: "_artifacts/x/null"},
+		{Mode: "warn", Result: "pass"},
+	}}, c)
+	require.False(t, c.OK())
+	require.Equal(t, "FAIL 1/2", c.cell())
+	require.Equal(t, "warn ok\n", echo.String())
+
+	_, err = ReadCrashCheck(strings.NewReader(ev("fail", "TestOther")), nil)
+	require.ErrorContains(t, err, "has no result of "+CrashTest)
 }
 
 func TestMergeRefusesForeignFiles(t *testing.T) {
