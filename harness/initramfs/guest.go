@@ -163,21 +163,12 @@ func compression(file string) string {
 // directory's configuration. Others are decompressed on the host.
 func kernelDecompresses(k *kernels.Kernel) map[string]bool {
 	out := map[string]bool{}
-	b, err := os.ReadFile(filepath.Join(k.BuildDir, ".config"))
-	if err != nil {
-		return out
-	}
-	conf := map[string]bool{}
-	for _, l := range strings.Split(string(b), "\n") {
-		if name, ok := strings.CutSuffix(l, "=y"); ok {
-			conf[name] = true
-		}
-	}
-	if !conf["CONFIG_MODULE_DECOMPRESS"] {
+	conf, err := k.Config()
+	if err != nil || conf["CONFIG_MODULE_DECOMPRESS"] != "y" {
 		return out
 	}
 	for format, option := range map[string]string{"xz": "CONFIG_MODULE_COMPRESS_XZ", "zst": "CONFIG_MODULE_COMPRESS_ZSTD", "gz": "CONFIG_MODULE_COMPRESS_GZIP"} {
-		out[format] = conf[option]
+		out[format] = conf[option] == "y"
 	}
 	return out
 }

@@ -61,6 +61,23 @@ func (k *Kernel) String() string {
 	return s
 }
 
+// Config reads the kernel's configuration from its build directory: each
+// option set (CONFIG_...) with its value ("y", "m", a number or a quoted
+// string). Options that are not set are absent.
+func (k *Kernel) Config() (map[string]string, error) {
+	b, err := os.ReadFile(filepath.Join(k.BuildDir, ".config"))
+	if err != nil {
+		return nil, fmt.Errorf("the configuration of kernel %s: %w", k.Release, err)
+	}
+	conf := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if name, value, ok := strings.Cut(l, "="); ok && strings.HasPrefix(name, "CONFIG_") {
+			conf[name] = value
+		}
+	}
+	return conf, nil
+}
+
 // Provider yields a kernel, fetching or building it into the cache if needed.
 type Provider interface {
 	// Name identifies the provider and its parameters, e.g. "debian:bookworm".

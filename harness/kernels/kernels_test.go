@@ -350,3 +350,14 @@ func TestParseRejectsUnknownKernelsClearly(t *testing.T) {
 		require.ErrorContains(t, err, fmt.Sprintf("unknown kernel %q", bad))
 	}
 }
+
+func TestKernelConfig(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, ".config"), []byte(
+		"# comment\nCONFIG_PREEMPT_COUNT=y\nCONFIG_KVM=m\nCONFIG_LOG_BUF_SHIFT=17\nCONFIG_LOCALVERSION=\"-x\"\n# CONFIG_KASAN is not set\n"), 0o644))
+	conf, err := (&Kernel{Release: "6.1.0-test", BuildDir: dir}).Config()
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"CONFIG_PREEMPT_COUNT": "y", "CONFIG_KVM": "m", "CONFIG_LOG_BUF_SHIFT": "17", "CONFIG_LOCALVERSION": `"-x"`}, conf)
+	_, err = (&Kernel{Release: "6.1.0-test", BuildDir: t.TempDir()}).Config()
+	require.ErrorContains(t, err, "the configuration of kernel 6.1.0-test")
+}

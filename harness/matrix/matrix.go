@@ -206,7 +206,7 @@ func (r *Result) crashFailures() []string {
 		out = append(out, fmt.Sprintf("%s: crash reports: FAIL %s", r.Kernel.Name, CrashTest))
 	}
 	for _, m := range c.Modes {
-		if m.Result == "pass" {
+		if m.Result == "pass" || m.Result == "skip" {
 			continue
 		}
 		line := fmt.Sprintf("%s: crash reports: %s %s/%s (crash_test mode=%s)", r.Kernel.Name, strings.ToUpper(m.Result), CrashTest, m.Mode, m.Mode)

@@ -132,6 +132,11 @@ func TestReadCrashCheck(t *testing.T) {
 	require.Equal(t, "FAIL 1/2", c.cell())
 	require.Equal(t, "warn ok\n", echo.String())
 
+	skipped := &CrashCheck{Modes: []ModeResult{{Mode: "sleep_atomic", Result: "skip"}, {Mode: "warn", Result: "pass"}}}
+	require.True(t, skipped.OK(), "a mode the kernel cannot report is skipped, not failed")
+	require.Equal(t, "PASS 1/1 (1 skipped)", skipped.cell())
+	require.False(t, (&CrashCheck{Modes: []ModeResult{{Mode: "warn", Result: "skip"}}}).OK(), "nothing recognised")
+
 	_, err = ReadCrashCheck(strings.NewReader(ev("fail", "TestOther")), nil)
 	require.ErrorContains(t, err, "has no result of "+CrashTest)
 }
