@@ -131,11 +131,11 @@ func TestKernelCrashFailsTheOwningTestWithItsTitle(t *testing.T) {
 				return len(got) > 0
 			}, vm.Scale(10*time.Second), 100*time.Millisecond, "no crash report for mode=%s", tc.mode)
 			if tc.mode != "sleep_atomic" {
+				// (A sleep under a spinlock is followed by a WARNING of
+				// the preemption imbalance the initcall left.)
 				require.Len(t, got, 1, "one crash, one report: %v", got)
 			}
-			for _, r := range got {
-				require.Contains(t, tc.kinds, r.Kind, "report %q", r.Title)
-			}
+			require.Contains(t, tc.kinds, got[0].Kind, "report %q", got[0].Title)
 			require.Equal(t, "crash_test_init", got[0].Func, "the title %q must blame the function that crashed", got[0].Title)
 			require.Contains(t, got[0].Title, "crash_test_init")
 		})
