@@ -36,9 +36,10 @@ var traceEnd = regexp.MustCompile(`^\s*</TASK>\s*$`)
 
 // traceMarker lines sit inside a call trace without being frames: the
 // context markers of x86 (<IRQ>, </IRQ>, <EOI>, <NMI>, <<EOE>>, <#DF>),
-// register dumps at an interrupt boundary, and arm64's exception stacks of
-// 4.x.
-var traceMarker = regexp.MustCompile(`^\s*(?:</?#?[A-Z]{2,8}>|<<EOE>>)\s*$|^` + registerDump + `|^Code: |` +
+// addresses the unwinder has no symbol for ("? 0xffffffffa0008000", in a
+// module's init text), register dumps at an interrupt boundary, and
+// arm64's exception stacks of 4.x.
+var traceMarker = regexp.MustCompile(`^\s*(?:</?#?[A-Z]{2,8}>|<<EOE>>|(?:\? )?0x[0-9a-f]+)\s*$|^` + registerDump + `|^Code: |` +
 	`^Exception stack\(|^[0-9a-f]{4}:(?: +[0-9a-f]{16})+\s*$`)
 
 // registerDump starts a line of a register dump: RIP, RSP, RAX, R10, FS,

@@ -23,7 +23,7 @@ var inheritedFrames = []string{
 	`check_deadlock`, `validate_chain`, `mark_usage`, `debug_check_no_locks_held`, `rcu_lock_acquire`,
 	`rcu_lock_release`, `rcu_read_lock\w*`, `rcu_read_unlock\w*`, `do_raw_\w+`, `mutex_unlock\w*`,
 	`__mutex_unlock\w*`, `down_\w+`, `up`, `up_\w+`, `__up\w*`, `rwsem_\w+`, `__rwsem_\w+`,
-	`preempt_schedule\w*`, `__cond_resched`, `wait_for_common\w*`, `do_wait_for_common`, `msleep\w*`,
+	`preempt_schedule\w*`, `__cond_resched`, `wait_for_common\w*`, `do_wait_for_common`,
 	`__flush_work`, `flush_work`, `synchronize_rcu\w*`, `synchronize_srcu\w*`, `__wait_rcu_gp`,
 	`wait_rcu_gp`, `kmem_cache_free`, `kvfree`, `kfree_sensitive`, `kzalloc`, `kcalloc`, `krealloc`,
 	`kmemdup\w*`, `kstrdup\w*`, `kvmalloc\w*`, `vmalloc\w*`, `__vmalloc\w*`, `vzalloc`, `__slab_\w+`,
