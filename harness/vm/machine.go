@@ -105,7 +105,7 @@ func (m *Machine) baseConfig(initrd string) *qemu.Config {
 		Accel:       m.env.Accel,
 		AgentSocket: filepath.Join(m.tmp, "agent.sock"),
 		Append: []string{
-			"console=ttyS0", "loglevel=7", "printk.devkmsg=on",
+			"console=ttyS0", "loglevel=" + strconv.Itoa(guest.BootLogLevel), "printk.devkmsg=on",
 			// A panic must end the guest at once (and with -no-reboot,
 			// QEMU), never leave a test waiting for a dead agent.
 			"panic=-1",

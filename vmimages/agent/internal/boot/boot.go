@@ -34,6 +34,8 @@ type Sys interface {
 	// LoadModule loads a module file (finit_module, no parameters).
 	LoadModule(path string) error
 	Sethostname(name string) error
+	// WriteFile writes data to an existing file (a /proc setting).
+	WriteFile(path string, data []byte) error
 	// Release is uname -r.
 	Release() (string, error)
 	// Run runs a program to its end and returns its combined output.
@@ -181,6 +183,15 @@ func (b *Booter) mount(step string, m Mount) bool {
 		err = fmt.Errorf("mount %s %s on %s: %w", m.FSType, m.Source, m.Target, err)
 	}
 	return b.result(step, m.Target, err, map[syscall.Errno]string{unix.EBUSY: "already mounted"})
+}
+
+// ConsoleLogLevel has every kernel message from here on reach the console,
+// where the harness reads crash reports and a test's kernel log. Guests
+// boot with a lower level (guest.BootLogLevel): the kernel's own start-up
+// chatter, kept in its log, is not worth its time on an emulated serial
+// port.
+func (b *Booter) ConsoleLogLevel() {
+	b.result("console loglevel", guest.PrintkFile, b.Sys.WriteFile(guest.PrintkFile, []byte("7\n")), nil)
 }
 
 // LoadModules loads the modules listed in file, one absolute path per line
@@ -415,6 +426,7 @@ type Result struct {
 // network, autoload, and finding the port.
 func (b *Booter) Run() Result {
 	b.MountBase()
+	b.ConsoleLogLevel()
 	b.LoadModules(guest.ModulesLoad)
 	opts := b.ReadCmdline()
 	if len(opts.Mounts) > 0 || b.hasVirtioDisk() {

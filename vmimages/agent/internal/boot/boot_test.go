@@ -74,6 +74,10 @@ func (f *fakeSys) Sethostname(name string) error {
 	return nil
 }
 func (f *fakeSys) Release() (string, error) { return f.release, nil }
+func (f *fakeSys) WriteFile(path string, data []byte) error {
+	f.calls = append(f.calls, fmt.Sprintf("write %s %q", path, data))
+	return nil
+}
 func (f *fakeSys) Run(argv ...string) ([]byte, error) {
 	cmd := strings.Join(argv, " ")
 	f.calls = append(f.calls, "run "+cmd)
@@ -392,6 +396,7 @@ func TestRunOrder(t *testing.T) {
 		}
 	}
 	want := []string{
+		`write /proc/sys/kernel/printk "7\n"`, // every message on the console once booted
 		"load /m/virtio_net.ko",
 		"load /m/virtio_console.ko",
 		"load /m/virtio_blk.ko", // a disk to mount: the disk modules
@@ -408,7 +413,7 @@ func TestRunOrder(t *testing.T) {
 	if d := cmp.Diff(want, order); d != "" {
 		t.Errorf("order (-want +got):\n%s", d)
 	}
-	if len(r.Steps) != len(BaseMounts)+2+2+1+1+2+2+1 {
+	if len(r.Steps) != len(BaseMounts)+1+2+2+1+1+2+2+1 {
 		t.Errorf("%d steps:\n%s", len(r.Steps), strings.Join(stepsText(r.Steps), "\n"))
 	}
 }

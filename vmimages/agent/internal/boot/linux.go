@@ -45,6 +45,18 @@ func (Linux) LoadModule(path string) error { return server.FinitModule(path, "")
 
 func (Linux) Sethostname(name string) error { return unix.Sethostname([]byte(name)) }
 
+func (Linux) WriteFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 func (Linux) Release() (string, error) {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
