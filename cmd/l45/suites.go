@@ -10,6 +10,7 @@ import (
 
 	"layer45/harness/infra"
 	"layer45/harness/matrix"
+	"layer45/harness/repo"
 	"layer45/harness/verdict"
 	"layer45/harness/vm"
 )
@@ -70,8 +71,14 @@ func runCrashCheck(ctx context.Context, env map[string]string, echo io.Writer) (
 // environment, handing its output to read. A test failing is no error; go
 // test not running, or its output not readable, is an *infra.Error.
 func goTestJSON(ctx context.Context, env map[string]string, args []string, read func(io.Reader) error) error {
+	root, err := repo.Root()
+	if err != nil {
+		return infra.Wrap("run go test", err)
+	}
 	goArgs := append([]string{"test", "-json", "-count=1", "-p", "1", "-timeout", "80m"}, args...)
 	cmd := exec.CommandContext(ctx, "go", goArgs...)
+	// The packages are named from the repository's top, wherever l45 runs.
+	cmd.Dir = root
 	cmd.Env = os.Environ()
 	for k, v := range env {
 		cmd.Env = append(withoutVar(cmd.Env, k), k+"="+v)
