@@ -178,11 +178,12 @@ func UnpackedImage(ctx context.Context, c *cache.Cache, k *Kernel) (string, erro
 	if err != nil {
 		return "", err
 	}
-	p, err := readPayload(k.Image)
-	if err != nil {
-		return "", err
-	}
+	// The image is read for its payload only when the cache has no entry.
 	dir, err := c.Get(ctx, cache.Key("vmlinux-"+k.Release, sum), func(ctx context.Context, dir string) error {
+		p, err := readPayload(k.Image)
+		if err != nil {
+			return err
+		}
 		elfKernel, err := p.unpack(ctx, k.Image)
 		if err != nil {
 			return err

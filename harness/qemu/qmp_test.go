@@ -85,16 +85,23 @@ func fakeQMP(t *testing.T, failMigration bool) (string, *[]string) {
 	return sock, &cmds
 }
 
-func TestQMPSaveState(t *testing.T) {
+// dialFakeQMP connects to a fakeQMP, both closed when t ends.
+func dialFakeQMP(t *testing.T, failMigration bool) (context.Context, *QMP, *[]string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	sock, cmds := fakeQMP(t, false)
+	t.Cleanup(cancel)
+	sock, cmds := fakeQMP(t, failMigration)
 	q, err := DialQMP(ctx, sock)
 	require.NoError(t, err)
-	defer q.Close()
+	t.Cleanup(func() { q.Close() })
+	return ctx, q, cmds
+}
+
+func TestQMPSaveState(t *testing.T) {
+	ctx, q, cmds := dialFakeQMP(t, false)
 
 	var qe *QMPError
-	err = q.Execute(ctx, "bogus", nil, nil)
+	err := q.Execute(ctx, "bogus", nil, nil)
 	require.True(t, errors.As(err, &qe), "error %v is not a *QMPError", err)
 	require.Equal(t, "CommandNotFound", qe.Class)
 
@@ -110,26 +117,16 @@ func TestQMPSaveState(t *testing.T) {
 }
 
 func TestQMPSaveStateFailureLeavesNoFile(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	sock, _ := fakeQMP(t, true)
-	q, err := DialQMP(ctx, sock)
-	require.NoError(t, err)
-	defer q.Close()
+	ctx, q, _ := dialFakeQMP(t, true)
 	path := filepath.Join(t.TempDir(), "state")
-	err = q.SaveState(ctx, path)
+	err := q.SaveState(ctx, path)
 	require.ErrorContains(t, err, "failed: disk full")
 	_, err = os.Stat(path)
 	require.True(t, os.IsNotExist(err), "a failed save left a state file")
 }
 
 func TestQMPResumeLoadsTheStateWithTheSaversCapabilities(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	sock, cmds := fakeQMP(t, false)
-	q, err := DialQMP(ctx, sock)
-	require.NoError(t, err)
-	defer q.Close()
+	ctx, q, cmds := dialFakeQMP(t, false)
 	require.NoError(t, q.Resume(ctx, "/cache/snap shot/state"))
 	require.Equal(t, []string{"qmp_capabilities", "migrate-set-capabilities x-ignore-shared=true",
 		"migrate-incoming exec:cat '/cache/snap shot/state'"}, *cmds)
